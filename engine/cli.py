@@ -1,0 +1,133 @@
+"""The ``engine`` command (also ``flask --app engine``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from engine.db import get_db
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> None:
+    """Print an error to stderr and exit non-zero."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def needs_schema(func: F) -> F:
+    """Refuse to run against a database that is missing migrations (SQLite upgrades itself)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ensure_schema(current_app)
+        return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def ensure_schema(app: Flask) -> None:
+    """Upgrade an embedded SQLite database by itself; ask for ``engine db upgrade`` otherwise."""
+    database = get_db(app)
+    if database.is_current():
+        return
+    if database.engine.dialect.name == "sqlite":
+        database.upgrade()
+        return
+    fail("the database schema is not up to date; run `engine db upgrade` first")
+
+
+@click.group("db", help="Database schema.")
+def db_group() -> None:
+    """Group the database commands."""
+
+
+@db_group.command("upgrade")
+@with_appcontext
+def db_upgrade() -> None:
+    """Apply every migration not yet applied."""
+    get_db().upgrade()
+    click.echo("database is up to date")
+
+
+@click.group("stock", help="Inventory.")
+def stock_group() -> None:
+    """Group the stock commands."""
+
+
+@stock_group.command("set")
+@click.argument("sku")
+@click.argument("quantity", type=int)
+@with_appcontext
+@needs_schema
+def stock_set(sku: str, quantity: int) -> None:
+    """Set one variant's stock through the one stock function."""
+    from engine.catalog import UnknownSKUError, set_stock, variant_by_sku
+
+    with get_db().session() as session:
+        try:
+            variant = variant_by_sku(session, sku)
+        except UnknownSKUError as exc:
+            fail(str(exc))
+            return
+        change = set_stock(session, variant, quantity, source="cli")
+    state = "sellable" if change.sellable else "not sellable"
+    note = " (restocked)" if change.restocked else " (sold out)" if change.sold_out else ""
+    click.echo(f"{sku}: stock {change.stock_before} -> {change.stock_after}, {state}{note}")
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--no-scheduler", is_flag=True, help="Do not run scheduled jobs in this process.")
+@with_appcontext
+def serve(host: str, port: int, no_scheduler: bool) -> None:
+    """Serve the live preview and the API on a production WSGI server (waitress)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    ensure_schema(app)
+    run_server(app, host, port, scheduler=not no_scheduler)
+
+
+def run_server(app: Flask, host: str, port: int, *, scheduler: bool) -> None:
+    """Run waitress with threads, with the scheduler in-process unless told not to."""
+    from waitress import serve as waitress_serve
+
+    click.echo(f"serving {app.config['SITE_NAME']} on http://{host}:{port}/", err=True)
+    waitress_serve(
+        app,
+        host=host,
+        port=port,
+        threads=int(app.config["SERVE_THREADS"]),
+        ident="engine",
+        clear_untrusted_proxy_headers=True,
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Register the commands on the app's CLI (so ``flask --app engine`` has them)."""
+    for command in (db_group, stock_group, serve):
+        app.cli.add_command(command)
+
+
+def _create_app() -> Flask:
+    from engine import create_app
+
+    return create_app()
+
+
+main = FlaskGroup(
+    name="engine",
+    help="Content-to-inventory engine: pages, waitlists, demand and restock email.",
+    create_app=_create_app,
+    add_default_commands=False,
+    add_version_option=True,
+    load_dotenv=False,
+    set_debug_flag=False,
+)

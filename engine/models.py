@@ -1,0 +1,106 @@
+"""Tables: the catalog (products, variants, stock transitions)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from engine.db import Base, Money, Str255, Timestamp, UTCDateTime, utcnow
+
+PRODUCT_STATUSES = ("active", "draft", "archived")
+INVENTORY_POLICIES = ("deny", "continue")
+
+
+class Product(Base):
+    """A catalog product; its page state follows its status and its variants."""
+
+    __tablename__ = "product"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    handle: Mapped[Str255] = mapped_column(unique=True)
+    title: Mapped[str] = mapped_column(String(500))
+    body_html: Mapped[str] = mapped_column(Text, default="")
+    vendor: Mapped[str] = mapped_column(String(255), default="")
+    product_type: Mapped[str] = mapped_column(String(255), default="")
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    published: Mapped[bool] = mapped_column(Boolean, default=True)
+    seo_title: Mapped[str] = mapped_column(String(500), default="")
+    seo_description: Mapped[str] = mapped_column(Text, default="")
+    option_names: Mapped[list[Any]] = mapped_column(default=list)
+    images: Mapped[list[Any]] = mapped_column(default=list)
+    metafields: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+    updated_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+
+    variants: Mapped[list[Variant]] = relationship(
+        back_populates="product",
+        order_by="Variant.position",
+        cascade="all, delete-orphan",
+    )
+
+    @property
+    def sellable(self) -> bool:
+        """Return True when some variant can be bought now."""
+        return any(variant.sellable for variant in self.variants)
+
+
+class Variant(Base):
+    """A sellable unit of a product, keyed by SKU or (product, option values)."""
+
+    __tablename__ = "variant"
+    __table_args__ = (
+        UniqueConstraint("product_id", "option_key", name="uq_variant_product_options"),
+        Index("ix_variant_sellable", "sellable"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    sku: Mapped[str | None] = mapped_column(String(255), unique=True)
+    option_key: Mapped[str] = mapped_column(String(765))
+    option_values: Mapped[list[Any]] = mapped_column(default=list)
+    position: Mapped[int] = mapped_column(Integer, default=1)
+    price: Mapped[Money]
+    compare_at_price: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    barcode: Mapped[str] = mapped_column(String(64), default="")
+    grams: Mapped[int] = mapped_column(Integer, default=0)
+    image: Mapped[str] = mapped_column(String(2000), default="")
+    inventory_tracked: Mapped[bool] = mapped_column(Boolean, default=True)
+    inventory_policy: Mapped[str] = mapped_column(String(20), default="deny")
+    stock: Mapped[int] = mapped_column(Integer, default=0)
+    sellable: Mapped[bool] = mapped_column(Boolean, default=False)
+    stock_updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    product: Mapped[Product] = relationship(back_populates="variants")
+
+    @property
+    def backorder(self) -> bool:
+        """Return True when the variant sells only because backorders are allowed."""
+        return self.inventory_tracked and self.stock <= 0 and self.inventory_policy == "continue"
+
+    @property
+    def title(self) -> str:
+        """Return the option values joined for display (``Default Title`` when none)."""
+        return " / ".join(str(v) for v in self.option_values) or "Default Title"
+
+
+class StockTransition(Base):
+    """A variant crossing between sellable and not sellable, recorded with the stock change."""
+
+    __tablename__ = "stock_transition"
+    __table_args__ = (Index("ix_stock_transition_pending", "restock", "handled_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    variant_id: Mapped[int] = mapped_column(ForeignKey("variant.id", ondelete="CASCADE"))
+    product_handle: Mapped[Str255]
+    sku: Mapped[str | None] = mapped_column(String(255))
+    restock: Mapped[bool] = mapped_column(Boolean)
+    stock_before: Mapped[int | None] = mapped_column(Integer)
+    stock_after: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+    handled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

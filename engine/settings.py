@@ -1,0 +1,188 @@
+"""Layered settings: defaults, then ``<instance>/config.toml``, then ``ENGINE_*`` variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ENGINE_"
+
+#: Every setting with its default. Empty strings mean "derived" (see ``resolve``).
+DEFAULTS: dict[str, Any] = {
+    # Site identity and links
+    "SITE_URL": "http://127.0.0.1:8000",
+    "SITE_NAME": "Engine Demo Store",
+    "SITE_DESCRIPTION": "Outdoor gear, tested on the trail.",
+    "SITE_LANGUAGE": "en",
+    "STORE_URL": "https://shop.example.com",
+    "CURRENCY": "USD",
+    "TIMEZONE": "UTC",
+    "API_URL": "",
+    "ALLOWED_ORIGINS": [],
+    "TRUSTED_PROXIES": 0,
+    # Storage and files
+    "DATABASE_URL": "",
+    "CONTENT_DIR": "content",
+    "TEMPLATES_DIR": "templates",
+    "OUTPUT_DIR": "",
+    "PUBLISH_COMMAND": "",
+    "PUBLISH_TIMEOUT_SECONDS": 300,
+    "SECRET_KEY": "",
+    # Pages
+    "CATEGORY_PAGE_SIZE": 24,
+    "RELATED_PRODUCTS": 4,
+    "SITEMAP_MAX_URLS": 50000,
+    "BUILD_GENERATIONS_KEPT": 2,
+    "PRICE_VALID_DAYS": 365,
+    "SHIPPING_COUNTRY": "US",
+    "RETURN_DAYS": 30,
+    "FREE_SHIPPING": True,
+    # Mail
+    "MAIL_BACKEND": "outbox",
+    "MAIL_FROM": "Engine Demo Store <hello@example.com>",
+    "MARKETER_EMAIL": "",
+    "COMPANY_ADDRESS": "Engine Demo Store, 1 Example Street, Springfield, USA",
+    "SENDGRID_API_KEY": "",
+    "SENDGRID_API_HOST": "https://api.sendgrid.com",
+    "SENDGRID_WEBHOOK_PUBLIC_KEY": "",
+    "SMTP_HOST": "127.0.0.1",
+    "SMTP_PORT": 25,
+    "SMTP_USERNAME": "",
+    "SMTP_PASSWORD": "",
+    "SMTP_STARTTLS": False,
+    "SMTP_SSL": False,
+    "SMTP_TIMEOUT_SECONDS": 30,
+    # Hooks and feeds
+    "INVENTORY_WEBHOOK_SECRET": "",
+    "ORDERS_WEBHOOK_SECRET": "",
+    "CATALOG_FEED": "",
+    # Restock campaigns
+    "RESTOCK_AUTO_SEND": False,
+    "RESTOCK_WAVE_FACTOR": 3.0,
+    "RESTOCK_WAVE_INTERVAL_MINUTES": 60,
+    "RECONCILE_AFTER_SECONDS": 60,
+    # Web service
+    "SERVE_THREADS": 8,
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong kind."""
+
+
+def _coerce(name: str, raw: str, default: Any) -> Any:
+    """Turn an environment string into the type of the setting's default."""
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+        raise SettingsError(f"{ENV_PREFIX}{name}: expected true or false, got {raw!r}")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{ENV_PREFIX}{name}: expected a whole number, got {raw!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{ENV_PREFIX}{name}: expected a number, got {raw!r}") from None
+    if isinstance(default, list):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read ``config.toml``; unknown keys are kept (the list of settings is open)."""
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: {exc}") from None
+    return {key.upper(): value for key, value in data.items()}
+
+
+def load_settings(
+    instance_path: Path,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return the settings for an instance folder, layered and with derived values filled."""
+    environ = os.environ if environ is None else environ
+    settings: dict[str, Any] = dict(DEFAULTS)
+    settings.update(read_config_file(instance_path / "config.toml"))
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key.startswith("ENGINE_TEST_"):
+            continue
+        name = key[len(ENV_PREFIX) :]
+        if name == "INSTANCE_PATH":
+            continue
+        settings[name] = _coerce(name, raw, DEFAULTS.get(name, ""))
+    if overrides:
+        settings.update(overrides)
+    return resolve(settings, instance_path)
+
+
+def resolve(settings: dict[str, Any], instance_path: Path) -> dict[str, Any]:
+    """Fill the derived settings (API URL, origins, database, output folder, secret)."""
+    settings["SITE_URL"] = str(settings["SITE_URL"]).rstrip("/")
+    settings["API_URL"] = str(settings.get("API_URL") or settings["SITE_URL"]).rstrip("/")
+    if not settings.get("ALLOWED_ORIGINS"):
+        settings["ALLOWED_ORIGINS"] = [settings["SITE_URL"]]
+    if not settings.get("DATABASE_URL"):
+        settings["DATABASE_URL"] = f"sqlite:///{instance_path / 'engine.sqlite3'}"
+    if not settings.get("OUTPUT_DIR"):
+        settings["OUTPUT_DIR"] = str(instance_path / "site")
+    if not settings.get("SECRET_KEY"):
+        settings["SECRET_KEY"] = instance_secret(instance_path)
+    settings["INSTANCE_PATH"] = str(instance_path)
+    return settings
+
+
+def instance_secret(instance_path: Path) -> str:
+    """Return the instance's generated secret, creating it once (for the embedded default)."""
+    path = instance_path / "secret_key"
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32)
+    # Write a private temp file, then hard-link it into place: the link either wins
+    # whole or fails because another process got there first, never a half-written key.
+    tmp = instance_path / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secret)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        secret = path.read_text(encoding="utf-8").strip()
+    finally:
+        tmp.unlink()
+    return secret
+
+
+def default_instance_path() -> Path:
+    """Return ``ENGINE_INSTANCE_PATH`` or ``./instance``."""
+    return Path(os.environ.get("ENGINE_INSTANCE_PATH") or "instance").resolve()
+
+
+def bundled_path(name: str) -> Path:
+    """Return a folder shipped with the package (``theme`` or ``demo``).
+
+    In a wheel the theme and demo content are package data; in a source checkout they
+    are the repository's ``templates/`` and ``content/`` folders.
+    """
+    package = Path(__file__).resolve().parent
+    installed = {"theme": package / "theme", "demo_content": package / "demo" / "content"}
+    source = {"theme": package.parent / "templates", "demo_content": package.parent / "content"}
+    if installed[name].is_dir():
+        return installed[name]
+    return source[name]
