@@ -127,7 +127,27 @@ main = FlaskGroup(
     help="Content-to-inventory engine: pages, waitlists, demand and restock email.",
     create_app=_create_app,
     add_default_commands=False,
-    add_version_option=True,
+    add_version_option=False,
     load_dotenv=False,
     set_debug_flag=False,
 )
+# The app is always this package's factory, configured by the instance and ENGINE_*
+# variables, so Flask's --app/--env-file/--debug options would only mislead here.
+main.params = [param for param in main.params if param.name not in {"app", "env_file", "debug"}]
+main.params.append(
+    click.Option(
+        ["--version"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        help="Show the version and exit.",
+        callback=lambda ctx, _param, value: _print_version(ctx) if value else None,
+    )
+)
+
+
+def _print_version(ctx: click.Context) -> None:
+    from engine import __version__
+
+    click.echo(f"engine {__version__}")
+    ctx.exit()
