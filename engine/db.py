@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from alembic import command
 from alembic.config import Config
@@ -54,7 +54,7 @@ class UTCDateTime(DateTime):
             value = parent(value) if parent else value
             if value is not None and value.tzinfo is None:
                 value = value.replace(tzinfo=dt.UTC)
-            return value  # type: ignore[no-any-return]
+            return value
 
         return process
 
@@ -67,7 +67,7 @@ Str255 = Annotated[str, mapped_column(String(255))]
 class Base(DeclarativeBase):
     """Declarative base for every table."""
 
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 def make_engine(url: str) -> Engine:
@@ -162,11 +162,11 @@ def get_db(app: Flask | None = None) -> Database:
     """Return the app's database (the current app when none is given)."""
     from flask import current_app
 
-    return (app or current_app).extensions["engine.db"]  # type: ignore[no-any-return]
+    return (app or current_app).extensions["engine.db"]
 
 
 def get_session() -> Session:
     """Return the request's (or CLI command's) session; the caller commits."""
     if "db_session" not in g:
         g.db_session = get_db().sessions()
-    return g.db_session  # type: ignore[no-any-return]
+    return g.db_session

@@ -87,7 +87,8 @@ def _coerce(name: str, raw: str, default: Any) -> Any:
         try:
             return int(raw)
         except ValueError:
-            raise SettingsError(f"{ENV_PREFIX}{name}: expected a whole number, got {raw!r}") from None
+            message = f"{ENV_PREFIX}{name}: expected a whole number, got {raw!r}"
+            raise SettingsError(message) from None
     if isinstance(default, float):
         try:
             return float(raw)
