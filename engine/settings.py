@@ -41,6 +41,16 @@ DEFAULTS: dict[str, Any] = {
     "SHIPPING_COUNTRY": "US",
     "RETURN_DAYS": 30,
     "FREE_SHIPPING": True,
+    # Shipping and returns as product markup states them (shown on product pages too)
+    "SHIPPING_RATE": "4.95",  # charged when FREE_SHIPPING is false, in CURRENCY
+    "SHIPPING_HANDLING_DAYS_MIN": 0,
+    "SHIPPING_HANDLING_DAYS_MAX": 1,
+    "SHIPPING_TRANSIT_DAYS_MIN": 2,
+    "SHIPPING_TRANSIT_DAYS_MAX": 5,
+    "RETURN_FEES": "free",  # "free" or "customer" (RETURN_DAYS 0 = no returns)
+    # Fixed priceValidUntil date (YYYY-MM-DD); empty = Dec 31 of the year PRICE_VALID_DAYS ahead
+    "PRICE_VALID_UNTIL": "",
+    "HOME_HIGHLIGHTS": 8,
     # Mail
     "MAIL_BACKEND": "outbox",
     "MAIL_FROM": "Engine Demo Store <hello@example.com>",
