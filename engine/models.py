@@ -104,3 +104,42 @@ class StockTransition(Base):
     source: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[Timestamp] = mapped_column(default=utcnow)
     handled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+MAIL_STATUSES = ("queued", "sending", "sent", "failed", "unknown")
+
+
+class MailMessage(Base):
+    """One outgoing email in the durable queue; enqueued in a request, sent by the scheduler."""
+
+    __tablename__ = "mail_message"
+    __table_args__ = (
+        Index("ix_mail_message_due", "status", "next_attempt_at"),
+        Index("ix_mail_message_to_email", "to_email"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Opaque id sent along (Message-ID, outbox file, SendGrid custom_args); never personal.
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # The caller's name for the logical email: enqueuing it again is a no-op.
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    to_email: Mapped[str] = mapped_column(String(320))
+    to_name: Mapped[str] = mapped_column(String(255), default="")
+    sender: Mapped[str] = mapped_column(String(500), default="")
+    reply_to: Mapped[str] = mapped_column(String(500), default="")
+    subject: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    custom_args: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    substitutions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    categories: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+    leased_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
