@@ -87,6 +87,57 @@ def stock_set(sku: str, quantity: int) -> None:
     click.echo(f"{sku}: stock {change.stock_before} -> {change.stock_after}, {state}{note}")
 
 
+@click.group("catalog", help="Products and variants.")
+def catalog_group() -> None:
+    """Group the catalog commands."""
+
+
+#: Warnings printed in full; the rest are counted.
+MAX_WARNINGS_SHOWN = 20
+
+
+@catalog_group.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "shopify", "csv", "json"]),
+    default="auto",
+    show_default=True,
+    help="File format; auto detects it from the extension and header.",
+)
+@click.option("--dry-run", is_flag=True, help="Check the file and report; write nothing.")
+@click.option("--prune", is_flag=True, help="Archive catalog products the file does not list.")
+@with_appcontext
+@needs_schema
+def catalog_import(path: Path, fmt: str, dry_run: bool, prune: bool) -> None:
+    """Upsert the catalog from a Shopify export, plain CSV or JSON file, all or nothing."""
+    from engine.catalog import import_catalog
+
+    with get_db().session() as session:
+        report = import_catalog(session, path, fmt=fmt, dry_run=dry_run, prune=prune)
+    kind = f" ({report.format})" if report.format else ""
+    click.echo(f"{path}{kind}: {report.products} products, {report.variants} variants")
+    for warning in report.warnings[:MAX_WARNINGS_SHOWN]:
+        click.echo(f"warning: {warning}")
+    if len(report.warnings) > MAX_WARNINGS_SHOWN:
+        click.echo(f"warning: ... and {len(report.warnings) - MAX_WARNINGS_SHOWN} more")
+    if report.problems:
+        for problem in report.problems:
+            click.echo(problem.located(path), err=True)
+        click.echo(f"rejected {report.rejected}", err=True)
+        fail(
+            f"{len(report.problems)} problem(s) in {report.rejected} row(s); "
+            "nothing was imported"
+        )
+        return
+    click.echo(report.summary())
+    if dry_run:
+        click.echo(f"dry run: nothing was written ({report.seconds:.1f} s)")
+    else:
+        click.echo(f"imported in {report.seconds:.1f} s")
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -195,7 +246,7 @@ def echo_build_report(report: BuildReport) -> None:
 
 def init_app(app: Flask) -> None:
     """Register the commands on the app's CLI (so ``flask --app engine`` has them)."""
-    for command in (db_group, stock_group, serve, build):
+    for command in (db_group, stock_group, catalog_group, serve, build):
         app.cli.add_command(command)
 
 

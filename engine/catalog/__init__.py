@@ -107,3 +107,18 @@ def variant_by_sku(session: Session, sku: str) -> Variant:
     if variant is None:
         raise UnknownSKUError(f"no variant has SKU {sku!r}")
     return variant
+
+
+# The importer uses set_stock, so it is imported once the stock function exists.
+from engine.catalog.importer import ImportReport, import_catalog  # noqa: E402
+
+__all__ = [
+    "STOCK_SOURCES",
+    "ImportReport",
+    "StockChange",
+    "UnknownSKUError",
+    "import_catalog",
+    "is_sellable",
+    "set_stock",
+    "variant_by_sku",
+]
