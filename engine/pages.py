@@ -1,0 +1,1509 @@
+"""Decide which pages exist, what each shows, and render them with one plain Jinja2 environment.
+
+``plan_site`` reads the whole catalog in two bulk queries, joins it with the Markdown
+content and returns every page as a ``PagePlan`` (path, template, context and a key), plus
+the redirects and the static files. ``render_page`` turns a plan into bytes. The same two
+calls serve the static build, the live preview and (through ``make_environment``) email.
+
+A plan's key digests everything its bytes depend on: the theme's template files, the
+site-wide facts templates can see (``site``), the navigation, and the page's own context,
+in which every product appears as a view object carrying a digest of exactly what the page
+shows of it. A stock change therefore changes the key of the product's page and of the
+pages that show the product's card, and of no other page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import html as html_lib
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jinja2
+from markupsafe import Markup
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from engine.content import (
+    Content,
+    ContentError,
+    ContentErrors,
+    Document,
+    check_references,
+    render_markdown,
+)
+from engine.models import Product, Variant
+from engine.settings import bundled_path
+from engine.urls import SiteURLs
+
+SCHEMA = "https://schema.org/"
+IN_STOCK = "InStock"
+BACKORDER = "BackOrder"
+OUT_OF_STOCK = "OutOfStock"
+PRE_ORDER = "PreOrder"
+
+#: Page template per product state; a store overrides any of them in TEMPLATES_DIR.
+PRODUCT_TEMPLATES = {
+    "in_stock": "pages/product.html.j2",
+    "back_soon": "pages/back-soon.html.j2",
+    "coming_soon": "pages/coming-soon.html.j2",
+}
+NOT_FOUND_PATH = "/404.html"
+GONE_PATH = "/410.html"
+
+#: Option names that map onto schema.org properties Google reads in ``variesBy``; other
+#: options are stated as ``additionalProperty`` on each variant.
+VARIES_BY = {"size": "size", "color": "color", "colour": "color", "material": "material",
+             "pattern": "pattern"}  # fmt: skip
+
+#: Comparison rows the engine fills from catalog data (other rows come from front matter).
+BUILTIN_ROWS = ("price", "availability", "brand", "options", "weight")
+
+# Display symbol and decimals; any other ISO code is written after the amount.
+CURRENCY_FORMATS: dict[str, tuple[str, int]] = {
+    "USD": ("$", 2), "EUR": ("€", 2), "GBP": ("£", 2), "CAD": ("CA$", 2), "AUD": ("A$", 2),
+    "NZD": ("NZ$", 2), "JPY": ("¥", 0), "CHF": ("CHF ", 2), "SEK": ("SEK ", 2),
+    "NOK": ("NOK ", 2), "DKK": ("DKK ", 2), "INR": ("₹", 2), "BRL": ("R$", 2),
+}  # fmt: skip
+
+_TAG = re.compile(r"<[^>]*>")
+_SPACE = re.compile(r"\s+")
+_JSON_ESCAPES = {
+    ord("<"): "\\u003c",
+    ord(">"): "\\u003e",
+    ord("&"): "\\u0026",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+# Files under these theme folders never reach a page, so they do not change page keys.
+_NOT_PAGE_TEMPLATES = ("emails/",)
+
+
+# --------------------------------------------------------------------------- public types
+
+
+@dataclass(frozen=True)
+class PagePlan:
+    """One page: where it goes, how it renders, and the key of everything its bytes use."""
+
+    path: str
+    key: str
+    template: str
+    context: dict[str, Any]
+    indexable: bool = True
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """A URL that moved (301 to ``target``) or is gone for good (410, ``target`` None)."""
+
+    source: str
+    target: str | None
+    status: int
+
+
+@dataclass
+class Site:
+    """Every page, redirect and static file the site has right now."""
+
+    pages: list[PagePlan]
+    redirects: list[Redirect]
+    assets: dict[str, Path]
+
+    def page(self, path: str) -> PagePlan | None:
+        """Return the page at a URL path, if any."""
+        index = self.__dict__.get("_pages_by_path")
+        if index is None:
+            index = {plan.path: plan for plan in self.pages}
+            self.__dict__["_pages_by_path"] = index
+        return index.get(path)
+
+    def redirect(self, path: str) -> Redirect | None:
+        """Return the redirect (or gone rule) for a URL path, if any."""
+        index = self.__dict__.get("_redirects_by_path")
+        if index is None:
+            index = {rule.source: rule for rule in self.redirects}
+            self.__dict__["_redirects_by_path"] = index
+        return index.get(path)
+
+
+# --------------------------------------------------------------------------- site facts
+
+
+def price_valid_until(today: dt.date, days: int) -> dt.date:
+    """Return Dec 31 of the year ``days`` after ``today``.
+
+    A price promise that moved daily would change every product page every day; this one
+    stays put all year and is always at least ``days`` away.
+    """
+    return dt.date((today + dt.timedelta(days=days)).year, 12, 31)
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """Site-wide facts templates can read as ``site`` (and nothing else from settings)."""
+
+    name: str
+    url: str
+    description: str
+    language: str
+    currency: str
+    store_url: str
+    api_url: str
+    company_address: str
+    price_valid_until: str
+    shipping_country: str
+    free_shipping: bool
+    shipping_rate: Decimal
+    handling_days: tuple[int, int]
+    transit_days: tuple[int, int]
+    return_days: int
+    return_fees: str
+    digest: str = field(default="", compare=False)
+
+    def shipping_details(self) -> dict[str, Any]:
+        """Return the ``OfferShippingDetails`` every offer states."""
+        rate = Decimal(0) if self.free_shipping else self.shipping_rate
+        return {
+            "@type": "OfferShippingDetails",
+            "shippingRate": {
+                "@type": "MonetaryAmount",
+                "value": _decimal_text(rate),
+                "currency": self.currency,
+            },
+            "shippingDestination": {
+                "@type": "DefinedRegion",
+                "addressCountry": self.shipping_country,
+            },
+            "deliveryTime": {
+                "@type": "ShippingDeliveryTime",
+                "handlingTime": _day_range(self.handling_days),
+                "transitTime": _day_range(self.transit_days),
+            },
+        }
+
+    def return_policy(self) -> dict[str, Any]:
+        """Return the ``MerchantReturnPolicy`` every offer states."""
+        policy: dict[str, Any] = {
+            "@type": "MerchantReturnPolicy",
+            "applicableCountry": self.shipping_country,
+        }
+        if self.return_days <= 0:
+            policy["returnPolicyCategory"] = SCHEMA + "MerchantReturnNotPermitted"
+            return policy
+        policy["returnPolicyCategory"] = SCHEMA + "MerchantReturnFiniteReturnWindow"
+        policy["merchantReturnDays"] = self.return_days
+        policy["returnMethod"] = SCHEMA + "ReturnByMail"
+        policy["returnFees"] = SCHEMA + (
+            "FreeReturn" if self.return_fees == "free" else "ReturnFeesCustomerResponsibility"
+        )
+        return policy
+
+
+def _day_range(days: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "@type": "QuantitativeValue",
+        "minValue": days[0],
+        "maxValue": days[1],
+        "unitCode": "DAY",
+    }
+
+
+def site_info(
+    settings: Mapping[str, Any], base_url: str | None = None, today: dt.date | None = None
+) -> SiteInfo:
+    """Return the site-wide facts for these settings (``base_url`` replaces ``SITE_URL``)."""
+    fixed = str(settings.get("PRICE_VALID_UNTIL") or "").strip()
+    if fixed:
+        valid_until = dt.date.fromisoformat(fixed).isoformat()
+    else:
+        valid_until = price_valid_until(
+            today or dt.date.today(), int(settings.get("PRICE_VALID_DAYS", 365))
+        ).isoformat()
+    site_url = str(base_url or settings["SITE_URL"]).rstrip("/")
+    info = SiteInfo(
+        name=str(settings.get("SITE_NAME", "")),
+        url=site_url,
+        description=str(settings.get("SITE_DESCRIPTION", "")),
+        language=str(settings.get("SITE_LANGUAGE") or "en"),
+        currency=str(settings.get("CURRENCY") or "USD").upper(),
+        store_url=str(settings.get("STORE_URL", "")).rstrip("/"),
+        api_url=str(settings.get("API_URL") or site_url).rstrip("/"),
+        company_address=str(settings.get("COMPANY_ADDRESS", "")),
+        price_valid_until=valid_until,
+        shipping_country=str(settings.get("SHIPPING_COUNTRY") or "US"),
+        free_shipping=bool(settings.get("FREE_SHIPPING", True)),
+        shipping_rate=Decimal(str(settings.get("SHIPPING_RATE") or "0")),
+        handling_days=(
+            int(settings.get("SHIPPING_HANDLING_DAYS_MIN", 0)),
+            int(settings.get("SHIPPING_HANDLING_DAYS_MAX", 1)),
+        ),
+        transit_days=(
+            int(settings.get("SHIPPING_TRANSIT_DAYS_MIN", 2)),
+            int(settings.get("SHIPPING_TRANSIT_DAYS_MAX", 5)),
+        ),
+        return_days=int(settings.get("RETURN_DAYS", 30)),
+        return_fees=str(settings.get("RETURN_FEES") or "free"),
+    )
+    values = tuple(getattr(info, f.name) for f in dataclasses.fields(info) if f.name != "digest")
+    return dataclasses.replace(info, digest=_hash(repr(values)))
+
+
+def site_urls(info: SiteInfo) -> SiteURLs:
+    """Return the URL helper for a site."""
+    return SiteURLs(info.url, info.api_url, info.store_url)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def format_money(amount: Decimal | int | float | str | None, currency: str = "USD") -> str:
+    """Return an amount for display, e.g. ``$1,249.00`` (unknown currencies: ``12.00 XYZ``)."""
+    if amount is None:
+        return ""
+    value = Decimal(str(amount))
+    symbol, places = CURRENCY_FORMATS.get(currency.upper(), ("", 2))
+    text = f"{value:,.{places}f}"
+    return f"{symbol}{text}" if symbol else f"{text} {currency.upper()}"
+
+
+def format_weight(grams: int) -> str:
+    """Return a weight for display: grams below a kilogram, else kilograms."""
+    if grams < 1000:
+        return f"{grams} g"
+    return f"{Decimal(grams) / 1000:.2f}".rstrip("0").rstrip(".") + " kg"
+
+
+def format_date(value: dt.date) -> str:
+    """Return a date for display, e.g. ``March 1, 2027`` (no locale lookups)."""
+    return f"{_MONTHS[value.month - 1]} {value.day}, {value.year}"
+
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")  # fmt: skip
+
+
+def jsonld_dumps(data: Any) -> Markup:
+    """Serialize JSON-LD for a ``<script>`` element (``<``, ``>``, ``&`` escaped)."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    return Markup(text.translate(_JSON_ESCAPES))
+
+
+def plain_text(html: str, limit: int | None = None) -> str:
+    """Return the text of an HTML fragment, whitespace collapsed, cut at a word if too long."""
+    text = _SPACE.sub(" ", html_lib.unescape(_TAG.sub(" ", html))).strip()
+    if limit is not None and len(text) > limit:
+        cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,.;:-–")
+        text = cut + "…"
+    return text
+
+
+def _decimal_text(value: Decimal) -> str:
+    return f"{value:.2f}"
+
+
+def _hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def template_dirs(settings: Mapping[str, Any]) -> list[Path]:
+    """Return the template folders in lookup order: the store's ``TEMPLATES_DIR``, the theme."""
+    theme = bundled_path("theme")
+    folders = []
+    override = Path(str(settings.get("TEMPLATES_DIR") or "templates"))
+    if override.is_dir() and override.resolve() != theme.resolve():
+        folders.append(override)
+    folders.append(theme)
+    return folders
+
+
+def make_environment(
+    settings: Mapping[str, Any], base_url: str | None = None
+) -> jinja2.Environment:
+    """Return the one Jinja2 environment pages (and email) render with."""
+    info = site_info(settings, base_url)
+    loader = jinja2.ChoiceLoader(
+        [jinja2.FileSystemLoader(str(folder)) for folder in template_dirs(settings)]
+    )
+    env = jinja2.Environment(
+        loader=loader,
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "htm", "xml", "svg", "html.j2", "xml.j2", "svg.j2"),
+            disabled_extensions=("txt", "txt.j2"),
+            default_for_string=True,
+            default=True,
+        ),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    urls = site_urls(info)
+    env.globals.update(site=info, urls=urls)
+    env.filters["money"] = lambda amount, currency=None: format_money(
+        amount, currency or info.currency
+    )
+    env.filters["weight"] = format_weight
+    env.filters["longdate"] = format_date
+    env.filters["jsonld"] = jsonld_dumps
+    env.filters["absolute"] = urls.absolute
+    return env
+
+
+def template_digest(settings: Mapping[str, Any]) -> str:
+    """Return a digest of every theme file a page can use (overrides included)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for folder in template_dirs(settings):
+        digest.update(b"\x00dir\x00" + str(folder.resolve()).encode())
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            relative = path.relative_to(folder).as_posix()
+            if relative.startswith(_NOT_PAGE_TEMPLATES) or relative.startswith("assets/"):
+                continue
+            digest.update(b"\x00" + relative.encode() + b"\x00" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def theme_assets(settings: Mapping[str, Any]) -> dict[str, Path]:
+    """Return the theme's static files by URL path; the store's overrides win."""
+    assets: dict[str, Path] = {}
+    for folder in reversed(template_dirs(settings)):
+        base = folder / "assets"
+        if not base.is_dir():
+            continue
+        for path in sorted(p for p in base.rglob("*") if p.is_file()):
+            assets["/assets/" + path.relative_to(base).as_posix()] = path
+    return assets
+
+
+# --------------------------------------------------------------------------- view objects
+
+
+class Image(NamedTuple):
+    """An image as pages show it: source (path or absolute URL) and alternative text."""
+
+    src: str
+    alt: str
+
+
+class Link(NamedTuple):
+    """A link to another page of the site."""
+
+    path: str
+    title: str
+
+
+class Crumb(NamedTuple):
+    """One step of a breadcrumb trail."""
+
+    name: str
+    path: str
+
+
+class PageMeta(NamedTuple):
+    """What the ``<head>`` says about a page."""
+
+    title: str
+    description: str
+    path: str
+    image: Image | None = None
+    og_type: str = "website"
+    indexable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class VariantView:
+    """A variant as product pages show it."""
+
+    id: int
+    sku: str
+    title: str
+    options: tuple[tuple[str, str], ...]
+    price: Decimal
+    compare_at: Decimal | None
+    availability: str
+    barcode: str
+    grams: int
+    image: Image | None
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """A product as lists show it (categories, guides, related products, home)."""
+
+    handle: str
+    path: str
+    title: str
+    image: Image | None
+    price: Decimal | None
+    price_max: Decimal | None
+    status: str  # in_stock | backorder | back_soon | coming_soon
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProductView:
+    """Everything a product's own page shows about it."""
+
+    handle: str
+    path: str
+    title: str
+    state: str  # in_stock | back_soon | coming_soon
+    seo_title: str
+    seo_description: str
+    body_html: str
+    extra_html: str
+    brand: str
+    product_type: str
+    images: tuple[Image, ...]
+    option_names: tuple[str, ...]
+    variants: tuple[VariantView, ...]
+    price_min: Decimal | None
+    price_max: Decimal | None
+    compare_at: Decimal | None
+    available_from: dt.date | None
+    faq: tuple[tuple[str, str], ...]
+    attributes: tuple[tuple[str, str], ...]
+    card: Card
+    digest: str
+
+    @property
+    def has_options(self) -> bool:
+        """Return True when shoppers choose between variants."""
+        return len(self.variants) > 1
+
+    @property
+    def sold_out_variants(self) -> tuple[VariantView, ...]:
+        """Return the variants that cannot be bought now."""
+        return tuple(v for v in self.variants if v.availability == OUT_OF_STOCK)
+
+    @property
+    def attribute_map(self) -> dict[str, str]:
+        """Return the spec table as a mapping."""
+        return dict(self.attributes)
+
+
+def _fingerprint(value: Any) -> str:
+    """Return a stable text standing for a context value (views stand in by their digest)."""
+    if value is None or isinstance(value, str | int | float | bool | Decimal | dt.date):
+        return repr(value)
+    digest = getattr(value, "digest", None)
+    if isinstance(digest, str):
+        return "#" + digest
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k!r}:{_fingerprint(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_fingerprint(item) for item in value) + "]"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _fingerprint(tuple(getattr(value, f.name) for f in dataclasses.fields(value)))
+    raise TypeError(f"cannot fingerprint a {type(value).__name__} in a page context")
+
+
+def _view_digest(*values: Any) -> str:
+    return _hash(_fingerprint(values))
+
+
+# --------------------------------------------------------------------------- catalog loading
+
+
+def _image(item: Any, default_alt: str) -> Image | None:
+    """Read one stored image (a URL, or a mapping with ``src``/``url`` and ``alt``)."""
+    if isinstance(item, str):
+        return Image(item, default_alt) if item else None
+    if isinstance(item, Mapping):
+        src = str(item.get("src") or item.get("url") or "")
+        if not src:
+            return None
+        return Image(src, str(item.get("alt") or default_alt))
+    return None
+
+
+def _availability(row: Any) -> str:
+    if not row.sellable:
+        return OUT_OF_STOCK
+    if row.inventory_tracked and row.stock <= 0 and row.inventory_policy == "continue":
+        return BACKORDER
+    return IN_STOCK
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "Yes" if value else "No"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def _card(
+    handle: str,
+    path: str,
+    title: str,
+    image: Image | None,
+    prices: list[Decimal],
+    status: str,
+) -> Card:
+    low = min(prices) if prices else None
+    high = max(prices) if prices else None
+    digest = _view_digest(handle, path, title, image, low, high, status)
+    return Card(handle, path, title, image, low, high, status, digest)
+
+
+def _catalog_view(
+    row: Any, variants: list[Any], doc: Document | None, urls: SiteURLs
+) -> ProductView:
+    """Build the page view of an active, published catalog product."""
+    meta = doc.meta if doc else {}
+    title = row.title
+    images = [img for img in (_image(item, title) for item in row.images or []) if img]
+    if meta.get("image"):
+        images.insert(0, Image(str(meta["image"]), str(meta.get("image_alt") or title)))
+    option_names = tuple(str(name) for name in (row.option_names or []))
+    views = []
+    for v in variants:
+        values = [str(value) for value in (v.option_values or [])]
+        options = tuple(zip(option_names, values, strict=False))
+        is_default = not values or values == ["Default Title"]
+        views.append(
+            VariantView(
+                id=v.id,
+                sku=v.sku or "",
+                title="" if is_default else " / ".join(values),
+                options=() if is_default else options,
+                price=v.price,
+                compare_at=v.compare_at_price
+                if v.compare_at_price and v.compare_at_price > v.price
+                else None,
+                availability=_availability(v),
+                barcode=(v.barcode or "").lstrip("'"),
+                grams=v.grams or 0,
+                image=Image(v.image, title) if v.image else None,
+            )
+        )
+    sellable = [v for v in views if v.availability != OUT_OF_STOCK]
+    state = "in_stock" if sellable else "back_soon"
+    if not sellable:
+        status = "back_soon"
+    elif all(v.availability == BACKORDER for v in sellable):
+        status = "backorder"
+    else:
+        status = "in_stock"
+    prices = [v.price for v in views]
+    compare = [v.compare_at for v in views if v.compare_at]
+    path = urls.product(row.handle)
+    card = _card(row.handle, path, title, images[0] if images else None, prices, status)
+    return _product_view(
+        handle=row.handle,
+        path=path,
+        title=title,
+        state=state,
+        seo_title=row.seo_title or "",
+        seo_description=str(meta.get("description") or row.seo_description or ""),
+        body_html=row.body_html or "",
+        extra_html=doc.html if doc else "",
+        brand=str(meta.get("brand") or row.vendor or ""),
+        product_type=row.product_type or "",
+        images=tuple(images),
+        option_names=option_names if any(v.options for v in views) else (),
+        variants=tuple(views),
+        price_min=min(prices) if prices else None,
+        price_max=max(prices) if prices else None,
+        compare_at=max(compare) if compare else None,
+        available_from=None,
+        faq=_faq(meta),
+        attributes=_attributes(meta),
+        card=card,
+    )
+
+
+def _coming_soon_view(doc: Document, urls: SiteURLs) -> ProductView:
+    """Build the page view of a product declared only in Markdown."""
+    meta = doc.meta
+    title = str(meta["title"])
+    images = (
+        (Image(str(meta["image"]), str(meta.get("image_alt") or title)),)
+        if meta.get("image")
+        else ()
+    )
+    price = Decimal(str(meta["price"])) if meta.get("price") is not None else None
+    path = urls.product(doc.slug)
+    card = _card(
+        doc.slug,
+        path,
+        title,
+        images[0] if images else None,
+        [price] if price is not None else [],
+        "coming_soon",
+    )
+    available_from = meta.get("available_from")
+    return _product_view(
+        handle=doc.slug,
+        path=path,
+        title=title,
+        state="coming_soon",
+        seo_title="",
+        seo_description=str(meta.get("description") or ""),
+        body_html="",
+        extra_html=doc.html,
+        brand=str(meta.get("brand") or ""),
+        product_type="",
+        images=images,
+        option_names=(),
+        variants=(),
+        price_min=price,
+        price_max=price,
+        compare_at=None,
+        available_from=available_from if isinstance(available_from, dt.date) else None,
+        faq=_faq(meta),
+        attributes=_attributes(meta),
+        card=card,
+    )
+
+
+def _product_view(**values: Any) -> ProductView:
+    digest = _view_digest(*values.values())
+    return ProductView(**values, digest=digest)
+
+
+def _faq(meta: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Return (question, answer HTML) pairs; answers are Markdown."""
+    return tuple(
+        (str(item.get("question", "")), render_markdown(str(item.get("answer", ""))))
+        for item in meta.get("faq") or []
+        if isinstance(item, Mapping)
+    )
+
+
+def _attributes(meta: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    attributes = meta.get("attributes") or {}
+    if not isinstance(attributes, Mapping):
+        return ()
+    return tuple(
+        (str(name), _text(value))
+        for name, value in attributes.items()
+        if value is not None and _text(value).strip()
+    )
+
+
+@dataclass
+class _Catalog:
+    """The catalog as planning needs it: live product views and the rest by status."""
+
+    views: dict[str, ProductView]
+    archived: set[str]
+    handles: set[str]
+    tags: dict[str, tuple[str, ...]]
+
+
+def load_catalog(session: Session, content: Content, urls: SiteURLs) -> _Catalog:
+    """Read every product and variant in two queries and build the live product views."""
+    session.flush()
+    product = Product.__table__
+    variant = Variant.__table__
+    products = session.execute(
+        select(
+            product.c.id,
+            product.c.handle,
+            product.c.title,
+            product.c.body_html,
+            product.c.vendor,
+            product.c.product_type,
+            product.c.tags,
+            product.c.status,
+            product.c.published,
+            product.c.seo_title,
+            product.c.seo_description,
+            product.c.option_names,
+            product.c.images,
+        ).order_by(product.c.handle)
+    ).all()
+    by_product: dict[int, list[Any]] = defaultdict(list)
+    for row in session.execute(
+        select(
+            variant.c.product_id,
+            variant.c.id,
+            variant.c.sku,
+            variant.c.option_values,
+            variant.c.price,
+            variant.c.compare_at_price,
+            variant.c.barcode,
+            variant.c.grams,
+            variant.c.image,
+            variant.c.inventory_tracked,
+            variant.c.inventory_policy,
+            variant.c.stock,
+            variant.c.sellable,
+        ).order_by(variant.c.product_id, variant.c.position, variant.c.id)
+    ):
+        by_product[row.product_id].append(row)
+
+    views: dict[str, ProductView] = {}
+    archived: set[str] = set()
+    handles: set[str] = set()
+    tags: dict[str, tuple[str, ...]] = {}
+    for row in products:
+        handles.add(row.handle)
+        if row.status == "archived":
+            archived.add(row.handle)
+        elif row.status == "active" and row.published:
+            doc = content.products.get(row.handle)
+            views[row.handle] = _catalog_view(row, by_product.get(row.id, []), doc, urls)
+            tags[row.handle] = tuple(str(tag).casefold() for tag in row.tags or [])
+    for handle, doc in content.products.items():
+        if (
+            doc.meta.get("status") == "coming-soon"
+            and handle not in views
+            and handle not in archived
+        ):
+            views[handle] = _coming_soon_view(doc, urls)
+    return _Catalog(views=views, archived=archived, handles=handles, tags=tags)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass
+class _Draft:
+    """A page before titles are made unique and its key is computed."""
+
+    path: str
+    template: str
+    context: dict[str, Any]
+    indexable: bool = True
+
+
+def _sort_key(view: ProductView | Card) -> tuple[str, str]:
+    return (view.title.casefold(), view.handle)
+
+
+def _error(doc: Document, key: str, message: str) -> ContentError:
+    line = doc.lines.get(key) or doc.line(key.split(".")[0])
+    return ContentError(doc.source, line, message)
+
+
+def plan_site(
+    session: Session,
+    settings: Mapping[str, Any],
+    content: Content,
+    base_url: str | None = None,
+) -> Site:
+    """Decide every page, redirect and static file; raise ``ContentErrors`` on bad content."""
+    info = site_info(settings, base_url)
+    urls = site_urls(info)
+    catalog = load_catalog(session, content, urls)
+    errors = list(check_references(content, catalog.handles))
+    if errors:
+        raise ContentErrors(errors)
+    planner = _Planner(settings, content, catalog, urls, info)
+    drafts = planner.drafts()
+    if planner.errors:
+        raise ContentErrors(planner.errors)
+    assets = theme_assets(settings)
+    clashes = [
+        ContentError(
+            f"assets/{path.removeprefix('/assets/')}", 1, "has the same URL as a theme file"
+        )
+        for path in sorted(content.assets)
+        if path in assets
+    ]
+    if clashes:
+        raise ContentErrors(clashes)
+    assets.update(content.assets)
+    _make_unique(drafts)
+    base = _hash("|".join((template_digest(settings), info.digest, _fingerprint(planner.chrome))))
+    pages = [
+        PagePlan(
+            path=draft.path,
+            key=_hash(f"{base}|{draft.template}|{draft.path}|{_fingerprint(draft.context)}"),
+            template=draft.template,
+            context=draft.context,
+            indexable=draft.indexable,
+        )
+        for draft in drafts
+    ]
+    return Site(pages=pages, redirects=planner.redirects(), assets=dict(sorted(assets.items())))
+
+
+class _Planner:
+    """Works out every page's context from the catalog views and the content documents."""
+
+    def __init__(
+        self,
+        settings: Mapping[str, Any],
+        content: Content,
+        catalog: _Catalog,
+        urls: SiteURLs,
+        info: SiteInfo,
+    ) -> None:
+        self.content = content
+        self.catalog = catalog
+        self.views = catalog.views
+        self.urls = urls
+        self.info = info
+        self.page_size = max(1, int(settings.get("CATEGORY_PAGE_SIZE", 24)))
+        self.related_count = max(0, int(settings.get("RELATED_PRODUCTS", 4)))
+        self.highlights = max(0, int(settings.get("HOME_HIGHLIGHTS", 8)))
+        self.errors: list[ContentError] = []
+        self.members = self._category_members()
+        self.primary: dict[str, str] = {}
+        for slug in sorted(self.members):
+            for handle in self.members[slug]:
+                self.primary.setdefault(handle, slug)
+        self.comparisons = self._comparisons()
+        self.guides_by_product: dict[str, list[Link]] = defaultdict(list)
+        for slug in sorted(content.guides):
+            doc = content.guides[slug]
+            for handle in doc.meta.get("products") or []:
+                if handle in self.views:
+                    self.guides_by_product[handle].append(Link(urls.guide(slug), _title(doc)))
+        # Site chrome: every page shows it, so it is part of every key (through ``base``).
+        self.chrome = {
+            "nav": tuple(
+                Link(urls.category(slug), _title(content.categories[slug]))
+                for slug in sorted(content.categories)
+            ),
+            "footer": tuple(
+                Link(urls.page(slug), _title(content.pages[slug])) for slug in sorted(content.pages)
+            ),
+        }
+
+    # -- membership and links
+
+    def _category_members(self) -> dict[str, list[str]]:
+        """Return each category's products in display order (listed first, then by title)."""
+        by_type: dict[str, list[str]] = defaultdict(list)
+        by_tag: dict[str, list[str]] = defaultdict(list)
+        tags = self.catalog.tags
+        by_category: dict[str, list[str]] = defaultdict(list)
+        for handle, view in self.views.items():
+            if view.product_type:
+                by_type[view.product_type.casefold()].append(handle)
+            for tag in tags.get(handle, ()):
+                by_tag[tag].append(handle)
+            if view.state == "coming_soon":
+                declared = self.content.products[handle].meta.get("category")
+                if declared:
+                    by_category[str(declared)].append(handle)
+        members: dict[str, list[str]] = {}
+        for slug, doc in sorted(self.content.categories.items()):
+            meta = doc.meta
+            listed = [h for h in meta.get("products") or [] if h in self.views]
+            found = set(by_category.get(slug, ()))
+            for kind in meta.get("types") or []:
+                found.update(by_type.get(str(kind).casefold(), ()))
+            for tag in meta.get("tags") or []:
+                found.update(by_tag.get(str(tag).casefold(), ()))
+            seen = set(listed)
+            rest = sorted((self.views[h] for h in found if h not in seen), key=_sort_key)
+            members[slug] = list(dict.fromkeys(listed)) + [view.handle for view in rest]
+        return members
+
+    def related(self, view: ProductView) -> list[Card]:
+        """Return the related products: front matter ``related``, else category neighbours."""
+        if self.related_count == 0:
+            return []
+        doc = self.content.products.get(view.handle)
+        chosen = [h for h in (doc.meta.get("related") or []) if h in self.views] if doc else []
+        if not chosen:
+            # The next products in the category's order (wrapping round): every product
+            # links to a few neighbours and is linked from a few, so one product's change
+            # touches a handful of pages, not the whole category.
+            slug = self.primary.get(view.handle)
+            ring = self.members[slug] if slug else self._same_type(view)
+            if view.handle in ring:
+                start = ring.index(view.handle)
+                chosen = ring[start + 1 :] + ring[:start]
+            else:
+                chosen = list(ring)
+        chosen = [h for h in dict.fromkeys(chosen) if h != view.handle]
+        return [self.views[h].card for h in chosen[: self.related_count]]
+
+    def _same_type(self, view: ProductView) -> list[str]:
+        if not view.product_type:
+            return []
+        cache: dict[str, list[str]] = self.__dict__.setdefault("_types", {})
+        kind = view.product_type.casefold()
+        if kind not in cache:
+            same = [v for v in self.views.values() if v.product_type.casefold() == kind]
+            cache[kind] = [v.handle for v in sorted(same, key=_sort_key)]
+        return cache[kind]
+
+    def _comparisons(self) -> dict[str, tuple[str, str]]:
+        """Return publishable comparisons (both products have pages) by slug."""
+        pairs: dict[str, tuple[str, str]] = {}
+        seen: dict[frozenset[str], str] = {}
+        for slug, doc in sorted(self.content.comparisons.items()):
+            handles = [str(h) for h in doc.meta.get("products") or []]
+            if len(handles) != 2 or handles[0] == handles[1]:
+                self.errors.append(
+                    _error(doc, "products", "compare exactly two different products")
+                )
+                continue
+            pair = frozenset(handles)
+            if pair in seen:
+                self.errors.append(
+                    _error(
+                        doc,
+                        "products",
+                        f"compares the same products as comparisons/{seen[pair]}.md; "
+                        "one intent, one page",
+                    )
+                )
+                continue
+            seen[pair] = slug
+            # A compared product without a page (draft, archived) takes the comparison
+            # down with it: publish only with real data on both sides.
+            if all(h in self.views for h in handles):
+                pairs[slug] = (handles[0], handles[1])
+        return pairs
+
+    # -- drafts
+
+    def drafts(self) -> list[_Draft]:
+        """Return every page, home first, in a stable order."""
+        drafts = [self.home()]
+        comparison_links: dict[str, list[Link]] = defaultdict(list)
+        comparison_drafts = []
+        for slug, (a, b) in self.comparisons.items():
+            draft = self.comparison(slug, a, b)
+            if draft is None:
+                continue
+            comparison_drafts.append(draft)
+            title = draft.context["page_title"]
+            comparison_links[a].append(Link(draft.path, title))
+            comparison_links[b].append(Link(draft.path, title))
+        for handle in sorted(self.views):
+            drafts.append(self.product(self.views[handle], comparison_links.get(handle, [])))
+        for slug in sorted(self.content.categories):
+            drafts.extend(self.category(slug))
+        drafts.extend(comparison_drafts)
+        for slug in sorted(self.content.guides):
+            drafts.append(self.guide(slug))
+        for slug in sorted(self.content.pages):
+            drafts.append(self.plain(slug))
+        drafts.append(self.error_page(NOT_FOUND_PATH, "pages/404.html.j2", "Page not found"))
+        drafts.append(self.error_page(GONE_PATH, "pages/410.html.j2", "This page is gone"))
+        return drafts
+
+    def _context(
+        self, kind: str, meta: PageMeta, crumbs: list[Crumb], **values: Any
+    ) -> dict[str, Any]:
+        return {"kind": kind, "page": meta, "breadcrumbs": crumbs, **self.chrome, **values}
+
+    def _titled(self, title: str) -> str:
+        return f"{title} | {self.info.name}" if self.info.name else title
+
+    def home(self) -> _Draft:
+        """Plan the home page: categories, guides, back-soon and coming-soon highlights."""
+        content = self.content
+        categories = []
+        for slug in sorted(content.categories):
+            doc = content.categories[slug]
+            image = Image(str(doc.meta["image"]), "") if doc.meta.get("image") else None
+            categories.append(
+                {
+                    "link": Link(self.urls.category(slug), _title(doc)),
+                    "description": str(doc.meta.get("description") or ""),
+                    "image": image,
+                    "count": len(self.members[slug]),
+                }
+            )
+        guides = [
+            {
+                "link": Link(self.urls.guide(slug), _title(content.guides[slug])),
+                "description": str(content.guides[slug].meta.get("description") or ""),
+            }
+            for slug in sorted(content.guides)
+        ]
+        ordered = sorted(self.views.values(), key=_sort_key)
+        back_soon = [v.card for v in ordered if v.state == "back_soon"][: self.highlights]
+        coming_soon = [v.card for v in ordered if v.state == "coming_soon"][: self.highlights]
+        title = self.info.name or "Home"
+        if self.info.description:
+            title = f"{self.info.name} – {self.info.description}"
+        meta = PageMeta(
+            title=title,
+            description=self.info.description or self.info.name,
+            path="/",
+        )
+        return _Draft(
+            "/",
+            "pages/home.html.j2",
+            self._context(
+                "home",
+                meta,
+                [],
+                categories=categories,
+                guides=guides,
+                back_soon=back_soon,
+                coming_soon=coming_soon,
+            ),
+        )
+
+    def product(self, view: ProductView, comparisons: list[Link]) -> _Draft:
+        """Plan a product page in any live state."""
+        crumbs = [Crumb("Home", "/")]
+        slug = self.primary.get(view.handle)
+        if slug:
+            crumbs.append(Crumb(_title(self.content.categories[slug]), self.urls.category(slug)))
+        crumbs.append(Crumb(view.title, view.path))
+        description = view.seo_description or plain_text(view.body_html or view.extra_html, 155)
+        if not description:
+            description = f"{view.title} from {self.info.name}."
+        meta = PageMeta(
+            title=view.seo_title or self._titled(view.title),
+            description=description,
+            path=view.path,
+            image=view.images[0] if view.images else None,
+            og_type="product",
+        )
+        return _Draft(
+            view.path,
+            PRODUCT_TEMPLATES[view.state],
+            self._context(
+                "product",
+                meta,
+                crumbs,
+                product=view,
+                related=self.related(view),
+                comparisons=comparisons,
+                guides=self.guides_by_product.get(view.handle, []),
+            ),
+        )
+
+    def category(self, slug: str) -> list[_Draft]:
+        """Plan a category's pages (``CATEGORY_PAGE_SIZE`` products each)."""
+        doc = self.content.categories[slug]
+        title = _title(doc)
+        handles = self.members[slug]
+        chunks = [
+            handles[i : i + self.page_size] for i in range(0, len(handles), self.page_size)
+        ] or [[]]
+        pages = len(chunks)
+        drafts = []
+        for number, chunk in enumerate(chunks, start=1):
+            path = self.urls.category(slug, number)
+            crumbs = [Crumb("Home", "/"), Crumb(title, self.urls.category(slug))]
+            page_title, description = title, str(doc.meta.get("description") or "")
+            if number > 1:
+                crumbs.append(Crumb(f"Page {number}", path))
+                page_title = f"{title} – Page {number}"
+                description = f"{description} (page {number} of {pages})"
+            meta = PageMeta(
+                title=self._titled(page_title),
+                description=description,
+                path=path,
+                image=Image(str(doc.meta["image"]), "") if doc.meta.get("image") else None,
+            )
+            pagination = {
+                "number": number,
+                "pages": pages,
+                "previous": self.urls.category(slug, number - 1) if number > 1 else None,
+                "next": self.urls.category(slug, number + 1) if number < pages else None,
+                "links": [Link(self.urls.category(slug, n), str(n)) for n in range(1, pages + 1)]
+                if pages > 1
+                else [],
+            }
+            drafts.append(
+                _Draft(
+                    path,
+                    "pages/category.html.j2",
+                    self._context(
+                        "category",
+                        meta,
+                        crumbs,
+                        category=doc,
+                        heading=page_title,
+                        intro=doc.html if number == 1 else "",
+                        products=[self.views[h].card for h in chunk],
+                        pagination=pagination,
+                    ),
+                )
+            )
+        return drafts
+
+    def comparison(self, slug: str, a: str, b: str) -> _Draft | None:
+        """Plan a comparison page; a row without data on both sides is a content error."""
+        doc = self.content.comparisons[slug]
+        left, right = self.views[a], self.views[b]
+        wanted = doc.meta.get("attributes")
+        rows = []
+        if wanted:
+            for index, name in enumerate(wanted):
+                values = (self._cell(left, str(name)), self._cell(right, str(name)))
+                if not values[0] or not values[1]:
+                    missing = left if not values[0] else right
+                    self.errors.append(
+                        _error(
+                            doc,
+                            f"attributes.{index}",
+                            f"no {name!r} data for {missing.handle!r}; compare only what "
+                            "both products state",
+                        )
+                    )
+                    continue
+                rows.append((_row_label(str(name)), values[0], values[1]))
+        else:
+            names = list(BUILTIN_ROWS) + [
+                name for name, _ in left.attributes if name in right.attribute_map
+            ]
+            for name in names:
+                values = (self._cell(left, name), self._cell(right, name))
+                if values[0] and values[1]:
+                    rows.append((_row_label(name), values[0], values[1]))
+        title = str(doc.meta.get("title") or f"{left.title} vs {right.title}")
+        crumbs = [Crumb("Home", "/"), Crumb(title, self.urls.compare(slug))]
+        meta = PageMeta(
+            title=self._titled(title),
+            description=str(doc.meta.get("description") or ""),
+            path=self.urls.compare(slug),
+            image=left.images[0] if left.images else None,
+        )
+        return _Draft(
+            meta.path,
+            "pages/comparison.html.j2",
+            self._context(
+                "comparison",
+                meta,
+                crumbs,
+                comparison=doc,
+                page_title=title,
+                products=[left.card, right.card],
+                rows=rows,
+            ),
+        )
+
+    def _cell(self, view: ProductView, name: str) -> str:
+        """Return what a comparison row says about one product ("" when it has no data)."""
+        if name == "price":
+            return _price_text(view.price_min, view.price_max, self.info.currency)
+        if name == "availability":
+            return STATUS_LABELS[view.card.status]
+        if name == "brand":
+            return view.brand
+        if name == "options":
+            return "; ".join(
+                f"{option}: {', '.join(dict.fromkeys(v for n, v in _options(view) if n == option))}"
+                for option in view.option_names
+            )
+        if name == "weight":
+            weights = sorted({v.grams for v in view.variants if v.grams > 0})
+            if not weights:
+                return ""
+            if len(weights) == 1:
+                return format_weight(weights[0])
+            return f"{format_weight(weights[0])} – {format_weight(weights[-1])}"
+        return view.attribute_map.get(name, "")
+
+    def guide(self, slug: str) -> _Draft:
+        """Plan a guide page with its featured products' live availability."""
+        doc = self.content.guides[slug]
+        title = _title(doc)
+        featured = [
+            self.views[h].card
+            for h in dict.fromkeys(doc.meta.get("products") or [])
+            if h in self.views
+        ]
+        path = self.urls.guide(slug)
+        meta = PageMeta(
+            title=self._titled(title),
+            description=str(doc.meta.get("description") or ""),
+            path=path,
+            image=Image(str(doc.meta["image"]), "") if doc.meta.get("image") else None,
+            og_type="article",
+        )
+        crumbs = [Crumb("Home", "/"), Crumb(title, path)]
+        return _Draft(
+            path,
+            "pages/guide.html.j2",
+            self._context("guide", meta, crumbs, guide=doc, heading=title, products=featured),
+        )
+
+    def plain(self, slug: str) -> _Draft:
+        """Plan a plain Markdown page."""
+        doc = self.content.pages[slug]
+        title = _title(doc)
+        path = self.urls.page(slug)
+        meta = PageMeta(
+            title=self._titled(title), description=str(doc.meta.get("description") or ""), path=path
+        )
+        crumbs = [Crumb("Home", "/"), Crumb(title, path)]
+        return _Draft(
+            path, "pages/page.html.j2", self._context("page", meta, crumbs, doc=doc, heading=title)
+        )
+
+    def error_page(self, path: str, template: str, title: str) -> _Draft:
+        """Plan the 404 or 410 page (not indexable, not in the sitemap)."""
+        meta = PageMeta(title=self._titled(title), description=title, path=path, indexable=False)
+        return _Draft(
+            path,
+            template,
+            self._context("error", meta, [], heading=title),
+            indexable=False,
+        )
+
+    # -- redirects
+
+    def redirects(self) -> list[Redirect]:
+        """Return discontinued products' and reversed comparisons' redirects."""
+        rules: dict[str, Redirect] = {}
+        for handle in sorted(self.catalog.archived):
+            target = self._successor(handle)
+            source = self.urls.product(handle)
+            if target:
+                rules[source] = Redirect(source, target, 301)
+            else:
+                rules[source] = Redirect(source, None, 410)
+        page_paths = {self.urls.compare(slug) for slug in self.comparisons}
+        for slug, (a, b) in self.comparisons.items():
+            target = self.urls.compare(slug)
+            for alias in (f"{b}-vs-{a}", f"{a}-vs-{b}"):
+                source = self.urls.compare(alias)
+                if alias != slug and source not in page_paths and source not in rules:
+                    rules[source] = Redirect(source, target, 301)
+        return [rules[source] for source in sorted(rules)]
+
+    def _successor(self, handle: str) -> str | None:
+        """Follow ``replaced_by`` until a product with a page (or a dead end, or a loop)."""
+        seen = {handle}
+        current = handle
+        while True:
+            doc = self.content.products.get(current)
+            nxt = str(doc.meta.get("replaced_by") or "") if doc else ""
+            if not nxt or nxt in seen:
+                return None
+            if nxt in self.views:
+                return self.urls.product(nxt)
+            seen.add(nxt)
+            current = nxt
+
+
+STATUS_LABELS = {
+    "in_stock": "In stock",
+    "backorder": "Available on backorder",
+    "back_soon": "Sold out – back soon",
+    "coming_soon": "Coming soon",
+}
+
+
+def _title(doc: Document) -> str:
+    return str(doc.meta.get("title") or doc.slug.replace("-", " ").capitalize())
+
+
+def _row_label(name: str) -> str:
+    return name[:1].upper() + name[1:] if name in BUILTIN_ROWS else name
+
+
+def _options(view: ProductView) -> Iterable[tuple[str, str]]:
+    for variant in view.variants:
+        yield from variant.options
+
+
+def _price_text(low: Decimal | None, high: Decimal | None, currency: str) -> str:
+    if low is None:
+        return ""
+    if high is None or high == low:
+        return format_money(low, currency)
+    return f"{format_money(low, currency)} – {format_money(high, currency)}"
+
+
+def _make_unique(drafts: list[_Draft]) -> None:
+    """Give every indexable page its own title and description (search engines need both)."""
+    for attribute in ("title", "description"):
+        groups: dict[str, list[_Draft]] = defaultdict(list)
+        for draft in drafts:
+            if draft.indexable:
+                groups[getattr(draft.context["page"], attribute)].append(draft)
+        for value, same in groups.items():
+            if len(same) < 2:
+                continue
+            # The first page in site order keeps the plain text; the others say which.
+            for draft in same[1:]:
+                meta: PageMeta = draft.context["page"]
+                label = draft.path.strip("/").split("/")[-1] or "home"
+                unique = f"{value} ({label})"
+                if attribute == "title":
+                    draft.context["page"] = meta._replace(title=unique)
+                else:
+                    draft.context["page"] = meta._replace(description=unique)
+
+
+# --------------------------------------------------------------------------- structured data
+
+
+def structured_data(
+    context: Mapping[str, Any], site: SiteInfo, urls: SiteURLs
+) -> list[dict[str, Any]]:
+    """Return the JSON-LD objects a page carries, built from what the page shows."""
+    kind = context["kind"]
+    items: list[dict[str, Any]] = []
+    if kind == "home":
+        items.append(
+            {
+                "@context": "https://schema.org",
+                "@type": "WebSite",
+                "name": site.name,
+                "url": urls.absolute("/"),
+            }
+        )
+        items.append(
+            {
+                "@context": "https://schema.org",
+                "@type": "Organization",
+                "name": site.name,
+                "url": urls.absolute("/"),
+                "hasMerchantReturnPolicy": site.return_policy(),
+            }
+        )
+    elif kind == "product":
+        product = product_jsonld(context["product"], context["page"], site, urls)
+        if product:
+            items.append(product)
+    elif kind in ("category", "guide"):
+        cards: list[Card] = context["products"]
+        if cards:
+            items.append(
+                {
+                    "@context": "https://schema.org",
+                    "@type": "ItemList",
+                    "numberOfItems": len(cards),
+                    "itemListElement": [
+                        {
+                            "@type": "ListItem",
+                            "position": position,
+                            "url": urls.absolute(card.path),
+                            "name": card.title,
+                        }
+                        for position, card in enumerate(cards, start=1)
+                    ],
+                }
+            )
+    crumbs: list[Crumb] = context.get("breadcrumbs") or []
+    if len(crumbs) > 1:
+        items.append(
+            {
+                "@context": "https://schema.org",
+                "@type": "BreadcrumbList",
+                "itemListElement": [
+                    {
+                        "@type": "ListItem",
+                        "position": position,
+                        "name": crumb.name,
+                        "item": urls.absolute(crumb.path),
+                    }
+                    for position, crumb in enumerate(crumbs, start=1)
+                ],
+            }
+        )
+    return items
+
+
+def product_jsonld(
+    view: ProductView, meta: PageMeta, site: SiteInfo, urls: SiteURLs
+) -> dict[str, Any] | None:
+    """Return ``Product`` (one variant) or ``ProductGroup`` markup; None without a price."""
+    url = urls.absolute(view.path)
+    data: dict[str, Any] = {
+        "@context": "https://schema.org",
+        "@type": "Product",
+        "@id": url + "#product",
+        "name": view.title,
+        "description": meta.description,
+        "url": url,
+    }
+    if view.images:
+        data["image"] = [urls.absolute(image.src) for image in view.images]
+    if view.brand:
+        data["brand"] = {"@type": "Brand", "name": view.brand}
+    if view.state == "coming_soon":
+        if view.price_min is None:
+            # Nothing to offer yet: Product markup without an offer earns no rich result
+            # and would describe a sale the page does not make.
+            return None
+        offer = _offer(view.price_min, PRE_ORDER, url, site)
+        if view.available_from:
+            offer["availabilityStarts"] = view.available_from.isoformat()
+        data["offers"] = offer
+        return data
+    if not view.variants:
+        return None
+    if not view.has_options:
+        variant = view.variants[0]
+        _identifiers(data, variant)
+        data["offers"] = _offer(variant.price, variant.availability, url, site)
+        return data
+    data["@type"] = "ProductGroup"
+    data["productGroupID"] = view.handle
+    varies = [
+        VARIES_BY[name.casefold()] for name in view.option_names if name.casefold() in VARIES_BY
+    ]
+    if varies:
+        data["variesBy"] = [SCHEMA + name for name in dict.fromkeys(varies)]
+    data["hasVariant"] = [
+        _variant_jsonld(view, variant, url, site, urls) for variant in view.variants
+    ]
+    return data
+
+
+def _variant_jsonld(
+    view: ProductView, variant: VariantView, url: str, site: SiteInfo, urls: SiteURLs
+) -> dict[str, Any]:
+    item: dict[str, Any] = {"@type": "Product", "name": f"{view.title} – {variant.title}"}
+    _identifiers(item, variant)
+    image = variant.image or (view.images[0] if view.images else None)
+    if image:
+        item["image"] = urls.absolute(image.src)
+    extra = []
+    for name, value in variant.options:
+        prop = VARIES_BY.get(name.casefold())
+        if prop:
+            item[prop] = value
+        else:
+            extra.append({"@type": "PropertyValue", "name": name, "value": value})
+    if extra:
+        item["additionalProperty"] = extra
+    item["offers"] = _offer(
+        variant.price, variant.availability, f"{url}?variant={variant.id}", site
+    )
+    return item
+
+
+def _identifiers(item: dict[str, Any], variant: VariantView) -> None:
+    if variant.sku:
+        item["sku"] = variant.sku
+    if variant.barcode.isdigit() and len(variant.barcode) in (8, 12, 13, 14):
+        item["gtin"] = variant.barcode
+
+
+def _offer(price: Decimal, availability: str, url: str, site: SiteInfo) -> dict[str, Any]:
+    return {
+        "@type": "Offer",
+        "url": url,
+        "price": _decimal_text(price),
+        "priceCurrency": site.currency,
+        "priceValidUntil": site.price_valid_until,
+        "availability": SCHEMA + availability,
+        "itemCondition": SCHEMA + "NewCondition",
+        "shippingDetails": site.shipping_details(),
+        "hasMerchantReturnPolicy": site.return_policy(),
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_page(env: jinja2.Environment, plan: PagePlan) -> bytes:
+    """Render one planned page to UTF-8 bytes (deterministic: no clocks, no randomness)."""
+    template = env.get_template(plan.template)
+    site: SiteInfo = env.globals["site"]  # type: ignore[assignment]
+    urls: SiteURLs = env.globals["urls"]  # type: ignore[assignment]
+    jsonld = [jsonld_dumps(item) for item in structured_data(plan.context, site, urls)]
+    return template.render(plan.context, jsonld=jsonld).encode("utf-8")
