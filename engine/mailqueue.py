@@ -101,7 +101,9 @@ def enqueue(
         "last_error": "",
         "created_at": utcnow(),
     }
-    recipient, message = _parts(values, sender or "Check <check@example.com>")
+    # An empty sender means MAIL_FROM, checked when the drain sends; stand in a valid one so
+    # everything else about the email is checked now, inside the request.
+    recipient, message = _parts(values, sender or "queue@example.com")
     validate_message(message)
     problem = recipient_problem(recipient)
     if problem:

@@ -199,6 +199,19 @@ def test_render_email_with_real_links(environment: jinja2.Environment) -> None:
     assert "Unsubscribe: https://api.shop.test/unsubscribe/t?a=1&b=2" in rendered.text
 
 
+def test_render_email_through_the_pages_environment(tmp_path: Path) -> None:
+    from engine.pages import make_environment
+    from engine.settings import load_settings
+
+    settings = load_settings(
+        tmp_path, environ={}, overrides={**SETTINGS, "TEMPLATES_DIR": str(REPO / "templates")}
+    )
+    rendered = render_email(make_environment(settings), "test", settings, {"name": "Bo & Co"})
+    assert rendered.subject == "This is a test from Trail & Co"
+    assert "Hello, Bo & Co." in rendered.text
+    assert "Hello, Bo &amp; Co." in rendered.html
+
+
 def test_missing_email_template_is_a_clear_error(environment: jinja2.Environment) -> None:
     with pytest.raises(MailError, match=r"emails/nope\.txt\.j2 not found"):
         render_email(environment, "nope", SETTINGS)
