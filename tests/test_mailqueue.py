@@ -304,3 +304,27 @@ def test_enqueue_stays_in_the_callers_transaction(db: Database) -> None:
         add(session, "k")
         raise RuntimeError("the request failed after enqueueing")
     assert rows(db) == []
+
+
+def test_racing_enqueues_of_one_key_store_one_row(db: Database) -> None:
+    first_inserted = threading.Event()
+    message_ids: list[str] = []
+
+    def first() -> None:
+        with db.session() as session:
+            message_ids.append(add(session, "confirm:race").message_id)
+            first_inserted.set()
+            time.sleep(0.3)  # hold the transaction open while the second one arrives
+
+    def second() -> None:
+        first_inserted.wait()
+        with db.session() as session:
+            message_ids.append(add(session, "confirm:race").message_id)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(message_ids) == 2 and message_ids[0] == message_ids[1]
+    assert len(rows(db)) == 1
