@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask, g
-from sqlalchemy import JSON, DateTime, Engine, Numeric, String, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, Numeric, String, TypeDecorator, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -25,38 +25,34 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class UTCDateTime(DateTime):
-    """A timestamp stored as UTC and always read back timezone-aware (SQLite drops zones)."""
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware (SQLite drops zones).
 
+    A TypeDecorator, not a DateTime subclass: dialects swap a subclass for their own
+    DATETIME type and its conversions would silently never run.
+    """
+
+    impl = DateTime
     cache_ok = True
 
     def __init__(self) -> None:
         super().__init__(timezone=True)
 
-    def bind_processor(self, dialect: Any) -> Any:
-        parent = super().bind_processor(dialect)
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        """Refuse naive datetimes; store UTC (without a zone on SQLite)."""
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime; use engine.db.utcnow()")
+            value = value.astimezone(dt.UTC)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
 
-        def process(value: dt.datetime | None) -> Any:
-            if value is not None:
-                if value.tzinfo is None:
-                    raise ValueError("naive datetime; use engine.db.utcnow()")
-                value = value.astimezone(dt.UTC)
-                if dialect.name == "sqlite":
-                    value = value.replace(tzinfo=None)
-            return parent(value) if parent else value
-
-        return process
-
-    def result_processor(self, dialect: Any, coltype: Any) -> Any:
-        parent = super().result_processor(dialect, coltype)
-
-        def process(value: Any) -> dt.datetime | None:
-            value = parent(value) if parent else value
-            if value is not None and value.tzinfo is None:
-                value = value.replace(tzinfo=dt.UTC)
-            return value
-
-        return process
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        """Return the stored time as an aware UTC datetime."""
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value
 
 
 Money = Annotated[Decimal, mapped_column(Numeric(12, 2))]
