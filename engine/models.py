@@ -106,6 +106,108 @@ class StockTransition(Base):
     handled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
+# --- waitlists -----------------------------------------------------------------------------
+
+SIGNUP_STATUSES = ("pending", "confirmed", "left")
+#: Why a signup stopped waiting: left from the manage page, unsubscribed (one product or
+#: everything), or its person was erased.
+LEAVE_REASONS = ("left", "unsubscribed", "erased")
+
+
+class Subscriber(Base):
+    """A person on one or more waitlists, known by their normalized email address."""
+
+    __tablename__ = "subscriber"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: The de-duplication key: the address with domain and local part lower-cased.
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    #: The address as the person typed it (domain normalized), used to write to them.
+    email: Mapped[str] = mapped_column(String(320))
+    #: A random value inside every link token; a reused row id can never match old links.
+    token_key: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+
+    signups: Mapped[list[Signup]] = relationship(
+        back_populates="subscriber", order_by="Signup.signed_up_at"
+    )
+
+
+class Signup(Base):
+    """One person waiting for one product (``sku`` empty) or one of its variants."""
+
+    __tablename__ = "waitlist_signup"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "product_handle", "sku", name="uq_signup_target"),
+        Index("ix_signup_waiting", "product_handle", "sku", "status"),
+        Index("ix_signup_pending", "status", "pending_since"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: NULL once the person is erased: the row stays as an anonymous count.
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriber.id", ondelete="SET NULL")
+    )
+    product_handle: Mapped[Str255]
+    sku: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    left_reason: Mapped[str] = mapped_column(String(20), default="")
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    #: When the person asked to be told; earlier signups are told first.
+    signed_up_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+    #: Unconfirmed signups are purged a number of days after this (an import restarts it).
+    pending_since: Mapped[Timestamp] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    left_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    confirmation_sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: The consent record: which text (see ``consent_text``) was agreed to, and when.
+    consent_version: Mapped[str] = mapped_column(String(64))
+    consent_at: Mapped[Timestamp]
+    #: How the signup arrived: "form", "json" or "import".
+    via: Mapped[str] = mapped_column(String(10), default="form")
+    #: Keyed hash of the client address (never the address itself).
+    client_hash: Mapped[str | None] = mapped_column(String(64))
+    page: Mapped[str] = mapped_column(String(2000), default="")
+    referrer: Mapped[str] = mapped_column(String(2000), default="")
+    utm: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    channel: Mapped[str] = mapped_column(String(20), default="direct")
+    source: Mapped[str] = mapped_column(String(100), default="")
+    medium: Mapped[str] = mapped_column(String(100), default="")
+    campaign: Mapped[str] = mapped_column(String(100), default="")
+
+    subscriber: Mapped[Subscriber | None] = relationship(back_populates="signups")
+
+
+class ConsentText(Base):
+    """Every consent wording ever agreed to, by version (a digest of the text)."""
+
+    __tablename__ = "consent_text"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+
+
+class Suppression(Base):
+    """An address never to be mailed again, kept as a keyed hash so it survives erasure."""
+
+    __tablename__ = "suppression"
+
+    address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+
+
+class RateLimit(Base):
+    """A fixed-window hit counter, in the database so every web worker sees the same count."""
+
+    __tablename__ = "rate_limit"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    window_start: Mapped[Timestamp] = mapped_column(index=True)
+    hits: Mapped[int] = mapped_column(Integer)
+
+
 MAIL_STATUSES = ("queued", "sending", "sent", "failed", "unknown")
 
 

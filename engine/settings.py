@@ -82,6 +82,19 @@ DEFAULTS: dict[str, Any] = {
     "INVENTORY_WEBHOOK_SECRET": "",
     "ORDERS_WEBHOOK_SECRET": "",
     "CATALOG_FEED": "",
+    # Waitlists (signups, double opt-in, rate limits)
+    "WAITLIST_CONSENT_TEXT": (
+        "Email me when this product is available. I can unsubscribe at any time."
+    ),
+    "WAITLIST_MAX_QUANTITY": 10,
+    "WAITLIST_UNCONFIRMED_DAYS": 7,
+    "WAITLIST_CONFIRM_RESEND_MINUTES": 60,
+    "WAITLIST_CONFIRMATIONS_PER_DAY": 3,
+    "WAITLIST_CLIENT_LIMIT": 5,
+    "WAITLIST_CLIENT_WINDOW_SECONDS": 60,
+    "WAITLIST_ADDRESS_LIMIT": 3,
+    "WAITLIST_ADDRESS_WINDOW_SECONDS": 180,
+    "WAITLIST_UNSUBSCRIBE_MAILTO": "",
     # Restock campaigns
     "RESTOCK_AUTO_SEND": False,
     "RESTOCK_WAVE_FACTOR": 3.0,
