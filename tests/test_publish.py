@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -675,3 +676,65 @@ def test_publish_command_timeout(build: Build, settings: dict[str, Any]) -> None
     settings["PUBLISH_TIMEOUT_SECONDS"] = 0.2
     with pytest.raises(PublishCommandError, match=r"did not finish within 0\.2 s"):
         build(Site(catalog(1)))
+
+
+# ------------------------------------------------------------ recycled generations
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_incremental_builds_always_equal_a_fresh_build(
+    settings: dict[str, Any], tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    settings["BUILD_WORKERS"] = 2
+    pages = {p.path: p for p in catalog(30)}
+    out = tmp_path / "site"
+    history: dict[str, dict[str, bytes]] = {}
+    for step in range(14):
+        for _ in range(rng.randrange(0, 6)):
+            action = rng.choice(["change", "remove", "add", "salt", "nested", "none"])
+            path = rng.choice(sorted(pages))
+            if action == "change" and path != "/404.html":
+                pages[path] = page(path, path, f"step {step} {rng.random()}")
+            elif action == "remove" and path not in ("/", "/404.html"):
+                del pages[path]
+            elif action == "add":
+                new = f"/products/n{rng.randrange(60)}/"
+                pages[new] = page(new, new, f"added {step}")
+            elif action == "salt" and path != "/404.html":
+                old = pages[path]
+                pages[path] = page(path, old.context["title"], old.context["body"], salt=str(step))
+            elif action == "nested":
+                new = f"/categories/c{rng.randrange(3)}/page/{rng.randrange(2, 5)}/"
+                pages[new] = page(new, new, f"nested {step}")
+        site = Site(sorted(pages.values(), key=lambda p: p.path))
+        min_pages = rng.choice([1, 1000])
+        publish_site(site, settings, render=Renderer(), today="2024-01-01",
+                     parallel_min_pages=min_pages)  # fmt: skip
+        fresh = tmp_path / f"fresh-{step}"
+        publish_site(site, settings, render=Renderer(), out=fresh, today="2024-01-01")
+        assert site_files(out) == site_files(fresh), f"step {step}"
+        history[os.readlink(out)] = site_files(out)
+        # Kept older generations still hold exactly what they held when they were live.
+        for link, files in history.items():
+            folder = tmp_path / link
+            if folder.exists():
+                assert site_files(folder) == files, f"{link} changed at step {step}"
+        assert not [p for p in generations(out).iterdir() if p.name.startswith(".building")]
+
+
+def test_a_recycled_generation_is_used_instead_of_a_new_copy(build: Build, tmp_path: Path) -> None:
+    pages = catalog(5)
+    for n in range(3):
+        pages[0] = page("/", "Home", f"round {n}")
+        build(Site(pages))
+    out = tmp_path / "site"
+    oldest = snapshot(generations(out) / "1")
+    pages[0] = page("/", "Home", "round 3")
+    build(Site(pages))
+    assert os.readlink(out) == ".site.generations/4/site"
+    assert not (generations(out) / "1").exists()
+    # Generation 1's folders and unchanged files carry on as generation 4.
+    recycled = snapshot(generations(out) / "4")
+    assert recycled["site/products"] == oldest["site/products"]
+    assert recycled["site/products/p0/index.html"][0] == oldest["site/products/p0/index.html"][0]

@@ -1,0 +1,468 @@
+"""Static build: incremental, atomic generations, sitemaps, robots.txt and redirect rules.
+
+The published folder (``OUTPUT_DIR``) is a symlink to the site folder of the live
+*generation*. A build that changes anything stages a generation beside it, in
+``.<name>.generations/``: changed files written fresh, unchanged ones hard-linked from
+the live generation; then one ``os.replace`` of a symlink switches the site. A build
+that fails half-way leaves the live site exactly as it was.
+
+::
+
+    instance/site -> .site.generations/7/site
+    instance/.site.generations/7/site/…          the published files
+    instance/.site.generations/7/manifest.json   path -> key, sha256, lastmod
+    instance/.site.generations/6/…               older generations (BUILD_GENERATIONS_KEPT)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from engine.publish.errors import (
+    PageRenderError,
+    PublishCommandError,
+    PublishError,
+    UnsafePathError,
+)
+from engine.publish.generations import (
+    MANIFEST_VERSION,
+    OutputFolder,
+    Staging,
+    link_file,
+    read_manifest,
+    write_file,
+    write_manifest,
+)
+from engine.publish.paths import (
+    SERVICE_PREFIXES,
+    OutputPlan,
+    PlannedSite,
+    check_base_url,
+    file_for_path,
+    plan_output,
+    safe_join,
+)
+from engine.publish.render import PARALLEL_MIN_PAGES, RenderJob, render_all, worker_count
+from engine.publish.rules import (
+    NETLIFY_REDIRECTS_PATH,
+    NGINX_REDIRECTS_PATH,
+    ROBOTS_PATH,
+    SITEMAP_MAX_BYTES,
+    SITEMAP_NS,
+    SITEMAP_PATH,
+    netlify_redirects,
+    nginx_redirects,
+    robots_txt,
+    sitemap_files,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+__all__ = [
+    "SERVICE_PREFIXES",
+    "SITEMAP_MAX_BYTES",
+    "SITEMAP_NS",
+    "BuildReport",
+    "PageRenderError",
+    "PublishCommandError",
+    "PublishError",
+    "UnsafePathError",
+    "build_site",
+    "file_for_path",
+    "publish_site",
+    "safe_join",
+    "sitemap_files",
+]
+
+_SITEMAP_PART = re.compile(r"^/sitemap-\d+\.xml$")
+#: Modules whose code decides a page's bytes: a new version of them re-renders every page
+#: (bytes still decide what is rewritten), since page keys cover data, not code.
+_RENDERING_MODULES = ("pages.py", "urls.py", "content.py")
+
+
+@dataclass
+class BuildReport:
+    """What one build did; counts are output files (pages, assets, sitemaps, rules)."""
+
+    written: int
+    unchanged: int
+    removed: int
+    seconds: float
+    output: Path
+    rendered: int = 0
+    changed: bool = False
+    generation: Path | None = None
+    publish: str = "not configured"
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def today_in(settings: Mapping[str, Any]) -> str:
+    """Return today's date (ISO) in the site's TIMEZONE: the lastmod of pages changed now."""
+    try:
+        zone: dt.tzinfo = ZoneInfo(str(settings.get("TIMEZONE") or "UTC"))
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = dt.UTC
+    return dt.datetime.now(zone).date().isoformat()
+
+
+def code_fingerprint() -> str:
+    """Return a digest of the engine code that renders pages (its version and sources)."""
+    import engine
+
+    digest = hashlib.sha256(engine.__version__.encode())
+    package = Path(engine.__file__).resolve().parent
+    for name in _RENDERING_MODULES:
+        path = package / name
+        if path.is_file():
+            digest.update(name.encode() + b"\x00" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def publish_site(
+    site: PlannedSite,
+    settings: Mapping[str, Any],
+    *,
+    render: Callable[[Any], bytes],
+    out: Path | None = None,
+    full: bool = False,
+    base_url: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    today: str | None = None,
+    fingerprint: str = "",
+    parallel_min_pages: int = PARALLEL_MIN_PAGES,
+) -> BuildReport:
+    """Write a planned site as a new generation (only if something changed) and switch to it."""
+    started = time.perf_counter()
+    folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
+    base = check_base_url(base_url or str(settings["SITE_URL"]))
+    plan = plan_output(site)
+    folder.live()  # refuse a foreign output folder before creating anything
+    command = str(settings.get("PUBLISH_COMMAND") or "").strip()
+    with folder.locked():
+        live = folder.live()
+        folder.remove_partial()
+        staging = Staging(folder, live, int(settings.get("BUILD_GENERATIONS_KEPT", 2)))
+        build = _Build(site, plan, settings, folder, live, staging, base)
+        try:
+            report = build.run(
+                render=render,
+                full=full,
+                today=today or today_in(settings),
+                fingerprint=fingerprint,
+                progress=progress,
+                parallel_min_pages=parallel_min_pages,
+            )
+        except BaseException:
+            staging.abandon()
+            raise
+        report.seconds = time.perf_counter() - started
+        # Still under the lock: a concurrent build must not recycle what is being deployed.
+        if command and report.generation is not None:
+            _publish(command, folder, report, settings)
+    return report
+
+
+class _Build:
+    """One build: decide what is stale, render it, stage what changed, switch."""
+
+    def __init__(
+        self,
+        site: PlannedSite,
+        plan: OutputPlan,
+        settings: Mapping[str, Any],
+        folder: OutputFolder,
+        live: Path | None,
+        staging: Staging,
+        base: str,
+    ) -> None:
+        self.site = site
+        self.plan = plan
+        self.settings = settings
+        self.folder = folder
+        self.live = live
+        self.live_root = str(live / "site") if live is not None else None
+        self.staging = staging
+        self.base = base
+        self.phases: dict[str, float] = {}
+        #: The new manifest's entries, by URL path.
+        self.files: dict[str, dict[str, Any]] = {}
+        #: Paths to write: bytes, or None when a render worker already wrote them.
+        self.to_write: dict[str, bytes | None] = {}
+        self.relative: dict[str, str] = {}
+
+    def live_has(self, relative: str) -> bool:
+        """Return True when the live generation has this file."""
+        return self.live_root is not None and os.path.isfile(os.path.join(self.live_root, relative))
+
+    def run(
+        self,
+        *,
+        render: Callable[[Any], bytes],
+        full: bool,
+        today: str,
+        fingerprint: str,
+        progress: Callable[[int, int], None] | None,
+        parallel_min_pages: int,
+    ) -> BuildReport:
+        """Build and, if anything a visitor could see changed, switch to the new generation."""
+        mark = time.perf_counter()
+        old = read_manifest(self.live)
+        old_files: dict[str, dict[str, Any]] = old["files"]
+        trust = not full and old.get("base_url") == self.base
+        trust = trust and old.get("fingerprint") == fingerprint
+        pages = self.site.pages
+        stale: list[int] = []
+        live_sha: list[str | None] = []
+        for index, page in enumerate(pages):
+            entry = old_files.get(page.path)
+            relative = self.plan.page_files[index]
+            self.relative[page.path] = relative
+            is_page = entry is not None and entry.get("kind") == "page"
+            live_sha.append(entry.get("sha256") if entry and is_page else None)
+            fresh = trust and is_page and entry is not None and entry.get("key") == page.key
+            if fresh and self.live_has(relative):
+                self.files[page.path] = entry  # type: ignore[assignment]
+                continue
+            stale.append(index)
+        self.phases["check"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        if stale:
+            planned = {page.path for page in pages} | {a[0] for a in self.plan.assets}
+            planned |= {path for path in self.staging.files if _is_rule_file(path)}
+            self.staging.open(planned)
+        job = RenderJob(pages, self.plan.page_files, live_sha, self.live_root,
+                        self.staging.root, render)  # fmt: skip
+        workers = worker_count(self.settings)
+        results = render_all(job, stale, workers, parallel_min_pages, progress)
+        for index, sha, written in results:
+            page = pages[index]
+            entry = old_files.get(page.path) or {}
+            lastmod = entry["lastmod"] if entry.get("sha256") == sha else today
+            self.files[page.path] = {"kind": "page", "key": page.key, "sha256": sha,
+                                     "lastmod": lastmod}  # fmt: skip
+            if written:
+                self.to_write[page.path] = None
+        self.phases["render"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        self.add_assets(old_files, trust, today)
+        self.add_rules(old_files, today)
+        self.phases["extras"] = time.perf_counter() - mark
+
+        removed = sum(1 for path in old_files if path not in self.files)
+        manifest: dict[str, Any] = {
+            "version": MANIFEST_VERSION,
+            "base_url": self.base,
+            "fingerprint": fingerprint,
+            "files": self.files,
+        }
+        report = BuildReport(
+            written=len(self.to_write),
+            unchanged=len(self.files) - len(self.to_write),
+            removed=removed,
+            seconds=0.0,
+            output=self.folder.out,
+            rendered=len(results),
+        )
+        if self.live is not None and not self.to_write and not removed:
+            # Nothing a visitor could see changed: leave the site alone. New keys of pages
+            # whose bytes came out the same go into the live manifest (beside the site).
+            self.staging.restore()
+            if "publish" in old:
+                manifest["publish"] = old["publish"]
+            if manifest != old:
+                write_manifest(self.live, manifest)
+            report.generation = self.live
+            self.phases["write"] = 0.0
+            return report
+
+        mark = time.perf_counter()
+        self.stage()
+        generation = self.staging.finish(manifest)
+        self.phases["write"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        self.folder.switch(generation)
+        self.staging.prune()
+        self.phases["switch"] = time.perf_counter() - mark
+        report.changed = True
+        report.generation = generation
+        return report
+
+    def add_assets(self, old_files: dict[str, dict[str, Any]], trust: bool, today: str) -> None:
+        """Add the site's static files, re-reading only those whose source changed."""
+        for url_path, relative, source in self.plan.assets:
+            self.relative[url_path] = relative
+            entry = old_files.get(url_path) or {}
+            try:
+                stat = source.stat()
+            except OSError as exc:
+                raise PublishError(
+                    f"asset {url_path}: cannot read {source}: {exc.strerror}"
+                ) from None
+            fingerprint = [str(source), stat.st_size, stat.st_mtime_ns]
+            live_ok = self.live_has(relative)
+            if trust and entry.get("source") == fingerprint and live_ok:
+                self.files[url_path] = entry
+                continue
+            data = source.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            same = entry.get("sha256") == sha
+            self.files[url_path] = {
+                "kind": "asset",
+                "sha256": sha,
+                "lastmod": entry["lastmod"] if same else today,
+                "source": fingerprint,
+            }
+            if not (same and live_ok):
+                self.to_write[url_path] = data
+
+    def add_rules(self, old_files: dict[str, dict[str, Any]], today: str) -> None:
+        """Add sitemaps, robots.txt and the redirect rule files."""
+        entries = [
+            (page.path, self.files[page.path]["lastmod"])
+            for page in sorted(self.site.pages, key=lambda p: p.path)
+            if page.indexable
+        ]
+        max_urls = int(self.settings.get("SITEMAP_MAX_URLS") or 50_000)
+        generated = sitemap_files(entries, self.base, max_urls=max_urls)
+        generated[ROBOTS_PATH] = robots_txt(self.base)
+        generated[NETLIFY_REDIRECTS_PATH] = netlify_redirects(self.plan.redirects)
+        generated[NGINX_REDIRECTS_PATH] = nginx_redirects(self.plan.redirects, self.base)
+        for url_path, data in sorted(generated.items()):
+            relative = file_for_path(url_path)
+            self.relative[url_path] = relative
+            entry = old_files.get(url_path) or {}
+            sha = hashlib.sha256(data).hexdigest()
+            same = entry.get("sha256") == sha
+            self.files[url_path] = {
+                "kind": "file",
+                "sha256": sha,
+                "lastmod": entry["lastmod"] if same else today,
+            }
+            if not (same and self.live_has(relative)):
+                self.to_write[url_path] = data
+
+    def stage(self) -> None:
+        """Bring the staged generation to exactly the new site's files."""
+        staging = self.staging
+        staging.open(set(self.files))
+        staging.drop(set(self.files))
+        root = staging.root
+        for url_path, data in self.to_write.items():
+            if data is not None:
+                write_file(root, self.relative[url_path], data)
+        for url_path, entry in self.files.items():
+            if url_path in self.to_write or staging.holds(url_path, entry["sha256"]):
+                continue
+            assert self.live_root is not None  # not written, so it is live already
+            relative = self.relative[url_path]
+            link_file(os.path.join(self.live_root, relative), safe_join(root, relative))
+
+
+def _is_rule_file(url_path: str) -> bool:
+    """Return True for the files a build writes beside the pages (sitemaps, rules)."""
+    fixed = (SITEMAP_PATH, ROBOTS_PATH, NETLIFY_REDIRECTS_PATH, NGINX_REDIRECTS_PATH)
+    return url_path in fixed or bool(_SITEMAP_PART.match(url_path))
+
+
+def _publish(
+    command: str, folder: OutputFolder, report: BuildReport, settings: Mapping[str, Any]
+) -> None:
+    """Run PUBLISH_COMMAND for a new generation, or for one it has not yet published."""
+    assert report.generation is not None
+    manifest = read_manifest(report.generation)
+    done = manifest.get("publish") == {"command": command, "ok": True}
+    if not report.changed and done:
+        report.publish = "skipped: nothing changed"
+        return
+    timeout = float(settings.get("PUBLISH_TIMEOUT_SECONDS") or 300)
+    env = dict(os.environ, ENGINE_SITE_DIR=str(report.generation / "site"))
+    ok = False
+    try:
+        completed = subprocess.run(
+            command,
+            shell=True,
+            cwd=folder.out,
+            env=env,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        ok = completed.returncode == 0
+        failure = f"PUBLISH_COMMAND exited with status {completed.returncode}"
+    except subprocess.TimeoutExpired:
+        failure = f"PUBLISH_COMMAND did not finish within {timeout:g} s and was stopped"
+    except OSError as exc:
+        failure = f"PUBLISH_COMMAND could not start: {exc.strerror}"
+    manifest["publish"] = {"command": command, "ok": ok}
+    write_manifest(report.generation, manifest)
+    if ok:
+        report.publish = "ran"
+        return
+    report.publish = "failed"
+    raise PublishCommandError(
+        f"{failure}; the site is built and live at {folder.out} but was not published. "
+        "Fix the command and run `engine build` again to retry it",
+        report,
+    )
+
+
+def build_site(
+    session: Session,
+    settings: Mapping[str, Any],
+    *,
+    out: Path | None = None,
+    full: bool = False,
+    base_url: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> BuildReport:
+    """Load content, plan the site and publish it; raises ContentErrors before writing anything."""
+    from engine.content import load_content
+    from engine.pages import make_environment, plan_site, render_page
+
+    started = time.perf_counter()
+    base = check_base_url(base_url or str(settings["SITE_URL"]))
+    OutputFolder(Path(out or settings["OUTPUT_DIR"])).live()
+    content = load_content(Path(str(settings["CONTENT_DIR"])))
+    loaded = time.perf_counter()
+    site = plan_site(session, settings, content, base_url=base)
+    planned = time.perf_counter()
+    environment = make_environment(settings, base_url=base)
+
+    def render(plan: Any) -> bytes:
+        return render_page(environment, plan)
+
+    try:
+        report = publish_site(
+            site,
+            settings,
+            render=render,
+            out=out,
+            full=full,
+            base_url=base,
+            progress=progress,
+            fingerprint=code_fingerprint(),
+        )
+    except PublishCommandError as exc:
+        _add_planning_time(exc.report, started, loaded, planned)
+        raise
+    _add_planning_time(report, started, loaded, planned)
+    return report
+
+
+def _add_planning_time(report: BuildReport, started: float, loaded: float, planned: float) -> None:
+    """Count loading content and planning in a report's time and phases."""
+    report.phases = {"content": loaded - started, "plan": planned - loaded, **report.phases}
+    report.seconds += planned - started

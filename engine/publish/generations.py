@@ -1,0 +1,271 @@
+"""The output folder: a symlink to the live generation, switched by one atomic rename.
+
+Generations share unchanged files as hard links, so a file that is in a generation is
+never written to again: new bytes always go to a new file renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.publish.errors import PublishError
+from engine.publish.paths import file_for_path, safe_join
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+_GENERATION_NAME = re.compile(r"^\d+$")
+
+
+class OutputFolder:
+    """The published symlink, its generations folder and the live generation."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(os.path.abspath(out))
+        if self.out.name in ("", ".", ".."):
+            raise PublishError(f"{out}: choose a named folder for the site")
+        self.generations = self.out.parent / f".{self.out.name}.generations"
+
+    def live(self) -> Path | None:
+        """Return the live generation folder, or None before the first build.
+
+        Refuses an output path that exists and was not made by ``engine build``.
+        """
+        out = self.out
+        if out.is_symlink():
+            link = os.readlink(out)
+            target = Path(os.path.normpath(os.path.join(out.parent, link)))
+            if target.parent.parent != self.generations or target.name != "site":
+                raise PublishError(
+                    f"{out} is a symlink to {link}, not to a site built by engine build; "
+                    "remove it or choose another --out"
+                )
+            return target.parent if target.is_dir() else None
+        if out.is_dir():
+            if any(out.iterdir()):
+                raise PublishError(
+                    f"{out} is a folder of files not written by engine build; refusing to "
+                    "replace it. Move it away or choose another --out / OUTPUT_DIR"
+                )
+            return None
+        if out.exists():
+            raise PublishError(f"{out} exists and is not a folder; choose another --out")
+        return None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the build lock so two builds of one site never interleave."""
+        self.generations.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.generations / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def numbers(self) -> list[int]:
+        """Return the numbers of the finished generations, oldest first."""
+        if not self.generations.is_dir():
+            return []
+        return sorted(
+            int(entry.name)
+            for entry in os.scandir(self.generations)
+            if _GENERATION_NAME.match(entry.name) and entry.is_dir(follow_symlinks=False)
+        )
+
+    def remove_partial(self) -> None:
+        """Delete generations a killed build left half-written (never live)."""
+        for entry in os.scandir(self.generations):
+            if entry.name.startswith(".building-"):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+    def switch(self, generation: Path) -> None:
+        """Point the output symlink at a generation with one atomic rename."""
+        target = os.path.relpath(generation / "site", self.out.parent)
+        temp = self.out.parent / f".{self.out.name}.switch-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        os.symlink(target, temp)
+        if self.out.is_dir() and not self.out.is_symlink():
+            self.out.rmdir()  # empty (checked by live()); os.replace cannot replace a folder
+        os.replace(temp, self.out)
+
+
+def read_manifest(generation: Path | None) -> dict[str, Any]:
+    """Return a generation's manifest; an unreadable one means "render everything"."""
+    empty: dict[str, Any] = {"version": MANIFEST_VERSION, "files": {}}
+    if generation is None:
+        return empty
+    try:
+        data = json.loads((generation / MANIFEST_NAME).read_bytes())
+    except (OSError, ValueError):
+        return empty
+    if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
+        return empty
+    return data
+
+
+def write_manifest(generation: Path, manifest: Mapping[str, Any]) -> None:
+    """Replace a generation's manifest atomically (it sits beside the site, not in it)."""
+    data = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    temp = generation / f".{MANIFEST_NAME}.{os.getpid()}"
+    temp.write_bytes(data)
+    os.replace(temp, generation / MANIFEST_NAME)
+
+
+def write_file(root: str, relative: str, data: bytes) -> None:
+    """Write a file into a generation that is not live, as a new inode.
+
+    An existing file may be a hard link shared with the live site, so it is replaced by
+    rename, never opened for writing.
+    """
+    path = safe_join(root, relative)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        temp = f"{path}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as handle:
+            handle.write(data)
+        os.replace(temp, path)
+        return
+    with open(fd, "wb") as handle:
+        handle.write(data)
+
+
+def link_file(source: str, destination: str) -> None:
+    """Hard-link an unchanged file into a generation (a copy where links are refused)."""
+    try:
+        os.link(source, destination)
+        return
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+    except FileExistsError:
+        temp = f"{destination}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        _link_or_copy(source, temp)
+        os.replace(temp, destination)
+        return
+    _link_or_copy(source, destination)
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EMLINK, errno.EXDEV, errno.ENOTSUP):
+            raise
+        shutil.copyfile(source, destination)
+
+
+def remove_file(root: str, relative: str) -> None:
+    """Delete a file from a generation, and the folders it leaves empty."""
+    path = safe_join(root, relative)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    folder = os.path.dirname(path)
+    while folder != root and folder.startswith(root + os.sep):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            break
+        folder = os.path.dirname(folder)
+
+
+class Staging:
+    """The generation a build writes, recycled from one due for deletion when there is one.
+
+    Deleting a generation of 10,000 files and hard-linking a new one each cost seconds
+    on a busy disk; bringing the generation that would be pruned up to date costs only
+    the files that differ from it, read from its manifest.
+    """
+
+    def __init__(self, folder: OutputFolder, live: Path | None, keep: int) -> None:
+        self.folder = folder
+        numbers = folder.numbers()
+        live_number = int(live.name) if live is not None else None
+        kept = set(numbers[-keep:]) if keep > 0 else set()
+        doomed = [n for n in numbers if n not in kept and n != live_number]
+        self.recycle = doomed[-1] if doomed else None
+        self.delete_after = [n for n in doomed if n != self.recycle]
+        if keep <= 0 and live_number is not None:
+            self.delete_after.append(live_number)
+        self.number = (numbers[-1] if numbers else 0) + 1
+        self.path = folder.generations / f".building-{self.number}-{os.getpid()}"
+        self.root = str(self.path / "site")
+        #: What the staged folder holds now: URL path -> sha256 of the file there.
+        self.files: dict[str, str] = {}
+        if self.recycle is not None:
+            files = read_manifest(folder.generations / str(self.recycle))["files"]
+            if files:
+                self.files = {path: entry.get("sha256", "") for path, entry in files.items()}
+            else:  # no readable manifest, no way to know what it holds: delete it instead
+                self.delete_after.append(self.recycle)
+                self.recycle = None
+        self.opened = False
+
+    def open(self, keep_paths: set[str]) -> None:
+        """Take the staged folder (renaming the recycled one) and drop paths not in the plan."""
+        if self.opened:
+            return
+        if self.recycle is not None:
+            os.rename(self.folder.generations / str(self.recycle), self.path)
+        os.makedirs(self.root, exist_ok=True)
+        self.opened = True
+        self.drop(keep_paths)
+
+    def drop(self, keep_paths: set[str]) -> None:
+        """Delete staged files whose paths the new site does not have."""
+        for url_path in [p for p in self.files if p not in keep_paths]:
+            remove_file(self.root, file_for_path(url_path))
+            del self.files[url_path]
+
+    def holds(self, url_path: str, sha256: str) -> bool:
+        """Return True when the staged folder already has these bytes at this path."""
+        return self.files.get(url_path) == sha256
+
+    def restore(self) -> None:
+        """Give a recycled generation back untouched in content (nothing changed after all)."""
+        if not self.opened:
+            return
+        if self.recycle is None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        # Only deletions can have happened: record them, so the manifest stays the truth.
+        old = self.path / MANIFEST_NAME
+        manifest = read_manifest(self.path)
+        files = manifest.get("files", {})
+        manifest["files"] = {path: files[path] for path in self.files if path in files}
+        if old.exists():
+            write_manifest(self.path, manifest)
+        os.rename(self.path, self.folder.generations / str(self.recycle))
+
+    def abandon(self) -> None:
+        """Delete a half-written generation after a failure (it was never live)."""
+        if self.opened or self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def finish(self, manifest: Mapping[str, Any]) -> Path:
+        """Write the manifest and give the generation its number (still not live)."""
+        write_manifest(self.path, manifest)
+        generation = self.folder.generations / str(self.number)
+        os.rename(self.path, generation)
+        return generation
+
+    def prune(self) -> None:
+        """Delete generations beyond BUILD_GENERATIONS_KEPT that were not recycled."""
+        for number in self.delete_after:
+            shutil.rmtree(self.folder.generations / str(number), ignore_errors=True)
