@@ -244,9 +244,65 @@ def echo_build_report(report: BuildReport) -> None:
         click.echo("PUBLISH_COMMAND not run: nothing changed since it last succeeded")
 
 
+@click.command("demo")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--no-serve", is_flag=True, help="Seed and build, then exit without serving.")
+@with_appcontext
+def demo(host: str, port: int, no_serve: bool) -> None:
+    """Seed the bundled demo store into the instance, build the site and serve it."""
+    from engine.content import ContentErrors
+    from engine.demo import (
+        DemoError,
+        build_demo,
+        check_catalog,
+        demo_config,
+        demo_urls,
+        explicit_settings,
+        write_demo_config,
+    )
+    from engine.publish import PublishError
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    ensure_schema(app)
+    instance = Path(app.instance_path)
+    explicit = explicit_settings(instance)
+    persisted: dict[str, Any] = {}
+    try:
+        with get_db().session() as session:
+            if check_catalog(session):
+                persisted = demo_config(app.config, explicit)
+                app.config.update(persisted)
+            app.config.update(demo_urls(host, port, app.config, explicit))
+            setup = build_demo(session, app.config)
+    except DemoError as exc:
+        fail(str(exc))
+        return
+    except ContentErrors as exc:
+        for error in exc.errors:
+            click.echo(str(error), err=True)
+        fail(f"{len(exc.errors)} problem(s) in {app.config['CONTENT_DIR']}; nothing was written")
+        return
+    except PublishError as exc:
+        fail(str(exc))
+        return
+    written = write_demo_config(instance, persisted)
+    if setup.imported is not None:
+        click.echo(f"demo catalog imported: {setup.imported.summary()}")
+    else:
+        click.echo("demo catalog already in this instance: kept as it is")
+    if written:
+        names = ", ".join(name.lower() for name in written)
+        click.echo(f"wrote {names} to {instance / 'config.toml'}")
+    click.echo(f"content: {app.config['CONTENT_DIR']}")
+    echo_build_report(setup.build)
+    if not no_serve:
+        run_server(app, host, port, scheduler=True)
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on the app's CLI (so ``flask --app engine`` has them)."""
-    for command in (db_group, stock_group, catalog_group, serve, build):
+    for command in (db_group, stock_group, catalog_group, serve, build, demo):
         app.cli.add_command(command)
 
 
