@@ -630,7 +630,10 @@ def _read_document(kind: str, slug: str, source: str, data: bytes) -> tuple[Docu
                 "lowercase letters, digits and hyphens",
             )
         yaml_text, body = _split_front_matter(text, file)
-        values = {} if yaml_text is None else _parse_front_matter(yaml_text, file)
+        if yaml_text is not None:
+            values = _parse_front_matter(yaml_text, file)
+        else:  # no front matter at all, or an unclosed one (already reported)
+            values = None if file.errors else {}
         if values is not None:
             meta = _check_fields(kind, values, file)
             _check_kind(kind, slug, meta, values, file)
@@ -781,7 +784,8 @@ def _check_across_files(content: Content) -> list[ContentError]:
             )
         for alias in (f"{first}-vs-{second}", f"{second}-vs-{first}"):
             other = content.comparisons.get(alias)
-            if alias != document.slug and other is not None and other is not document:
+            # The same pair under two slugs is reported above; this is a different pair.
+            if other is not None and frozenset(other.meta.get("products", ())) != pair:
                 errors.append(
                     ContentError(
                         other.source,
