@@ -161,7 +161,9 @@ def run_server(app: Flask, host: str, port: int, *, scheduler: bool) -> None:
         port=port,
         threads=int(app.config["SERVE_THREADS"]),
         ident="engine",
-        clear_untrusted_proxy_headers=True,
+        # Behind TRUSTED_PROXIES hops the app reads X-Forwarded-For itself (ProxyFix);
+        # otherwise waitress drops the headers so no client can claim another address.
+        clear_untrusted_proxy_headers=int(app.config.get("TRUSTED_PROXIES") or 0) == 0,
     )
 
 
@@ -300,9 +302,104 @@ def demo(host: str, port: int, no_serve: bool) -> None:
         run_server(app, host, port, scheduler=True)
 
 
+@click.group("waitlist", help="Waitlists: export and import.")
+def waitlist_group() -> None:
+    """Group the waitlist commands."""
+
+
+@waitlist_group.command("export")
+@click.option("--product", "handle", metavar="HANDLE", help="Only this product's waitlist.")
+@with_appcontext
+@needs_schema
+def waitlist_export(handle: str | None) -> None:
+    """Write everyone waiting (pending and confirmed) as CSV to standard output."""
+    from engine.waitlist import write_export
+
+    with get_db().session() as session:
+        count = write_export(session, sys.stdout, handle)
+    click.echo(f"{count} signup(s) exported", err=True)
+
+
+@waitlist_group.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@with_appcontext
+@needs_schema
+def waitlist_import(path: Path) -> None:
+    """Import a waitlist CSV from another back-in-stock tool, all or nothing.
+
+    Columns: email, variant (SKU) or product (handle), signed_up_at (ISO 8601),
+    confirmed (true/false), optional quantity. Unconfirmed rows stay pending and are
+    never emailed; suppressed addresses are skipped; running it twice changes nothing.
+    """
+    from engine.content import ContentErrors, load_content
+    from engine.db import utcnow
+    from engine.waitlist import WaitlistImportError, import_waitlist
+
+    settings = current_app.config
+    try:
+        content = load_content(Path(settings["CONTENT_DIR"]))
+    except ContentErrors as exc:
+        for error in exc.errors:
+            click.echo(str(error), err=True)
+        fail(f"{len(exc.errors)} problem(s) in {settings['CONTENT_DIR']}; nothing was imported")
+        return
+    coming_soon = {handle: content.products[handle].meta for handle in content.coming_soon()}
+    try:
+        with get_db().session() as session:
+            report = import_waitlist(session, settings, path, utcnow(), coming_soon)
+    except WaitlistImportError as exc:
+        for problem in exc.errors:
+            click.echo(problem, err=True)
+        fail(f"{len(exc.errors)} problem(s) in {path.name}; nothing was imported")
+        return
+    click.echo(
+        f"created {report.created}, confirmed {report.confirmed}, "
+        f"earlier date kept {report.updated}, unchanged {report.unchanged}, "
+        f"suppressed (skipped) {report.suppressed}, left (kept out) {report.left}, "
+        f"duplicate rows merged {report.duplicates}"
+    )
+
+
+@click.group("subscribers", help="Subscribers' personal data.")
+def subscribers_group() -> None:
+    """Group the subscriber commands."""
+
+
+@subscribers_group.command("forget")
+@click.argument("email")
+@with_appcontext
+@needs_schema
+def subscribers_forget(email: str) -> None:
+    """Erase a person's personal data everywhere; anonymous counts and suppression stay."""
+    from engine.db import utcnow
+    from engine.waitlist import forget
+
+    with get_db().session() as session:
+        erasure = forget(session, str(current_app.config["SECRET_KEY"]), email, utcnow())
+    if not erasure.found and not erasure.mail_removed:
+        click.echo("no personal data held for that address")
+    else:
+        click.echo(
+            f"erased: subscriber {'removed' if erasure.found else 'not found'}, "
+            f"{erasure.signups_anonymized} signup(s) anonymized, "
+            f"{erasure.mail_removed} email(s) deleted from the mail queue"
+        )
+    if erasure.suppressed:
+        click.echo("the address stays on the suppression list (as a keyed hash)")
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on the app's CLI (so ``flask --app engine`` has them)."""
-    for command in (db_group, stock_group, catalog_group, serve, build, demo):
+    for command in (
+        db_group,
+        stock_group,
+        catalog_group,
+        serve,
+        build,
+        demo,
+        waitlist_group,
+        subscribers_group,
+    ):
         app.cli.add_command(command)
 
 

@@ -754,7 +754,7 @@ def export_rows(session: Session, product: str | None = None) -> Iterator[dict[s
     )
     if product:
         query = query.where(Signup.product_handle == product)
-    for signup, subscriber in session.execute(query).tuples():
+    for signup, subscriber in session.execute(query):
         yield {
             "email": subscriber.email,
             "product": signup.product_handle,
@@ -801,7 +801,7 @@ class Erasure:
     suppressed: bool
 
 
-def forget(session: Session, secret: str, email: str) -> Erasure:
+def forget(session: Session, secret: str, email: str, now: dt.datetime) -> Erasure:
     """Remove a person's personal data everywhere; anonymous signup rows and suppression stay.
 
     The subscriber row goes; each signup keeps product, variant, quantity, dates, status,
@@ -817,23 +817,19 @@ def forget(session: Session, secret: str, email: str) -> Erasure:
     suppressed = is_suppressed(session, secret, address)
     if subscriber is None:
         return Erasure(False, 0, mail_removed, suppressed)
-    anonymized = _rowcount(
-        session.execute(
-            update(Signup)
-            .where(Signup.subscriber_id == subscriber.id)
-            .values(
-                subscriber_id=None,
-                client_hash=None,
-                referrer="",
-                page="",
-                utm={},
-                campaign="",
-                status=case((Signup.status.in_(WAITING), "left"), else_=Signup.status),
-                left_reason=case((Signup.status.in_(WAITING), "erased"), else_=Signup.left_reason),
-            )
-            .execution_options(synchronize_session=False)
-        )
-    )
+    signups = list(session.scalars(select(Signup).where(Signup.subscriber_id == subscriber.id)))
+    for signup in signups:
+        if signup.status in WAITING:
+            _end(signup, "erased", now)
+        signup.subscriber_id = None
+        signup.subscriber = None
+        signup.client_hash = None
+        signup.referrer = ""
+        signup.page = ""
+        signup.utm = {}
+        signup.campaign = ""
+    anonymized = len(signups)
+    session.flush()
     session.delete(subscriber)
     session.flush()
     return Erasure(True, anonymized, mail_removed, suppressed)

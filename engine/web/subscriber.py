@@ -169,7 +169,7 @@ def _titles(signups: list[Signup]) -> dict[str, str]:
     )
     coming_soon = coming_soon_products()
     titles = {handle: str(coming_soon.get(handle, {}).get("title") or handle) for handle in handles}
-    titles.update({handle: title for handle, title in rows.tuples()})
+    titles.update({handle: title for handle, title in rows})
     return titles
 
 
