@@ -406,14 +406,16 @@ def _list_of(check: _Check) -> _Check:
             file.at(path, f"'{path}' must be a list ('- item' lines)")
             return _Invalid
         items: list[Any] = []
+        seen: set[Any] = set()  # a category may list thousands of handles
         for index, item in enumerate(value):
             item_path = f"{path}.{index}"
             checked = check(file, item_path, item)
             if checked is _Invalid:
                 continue
-            if checked in items:
+            if checked in seen:
                 file.at(item_path, f"'{checked}' is listed twice in '{path}'")
                 continue
+            seen.add(checked)
             items.append(checked)
         return items
 
