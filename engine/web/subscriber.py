@@ -100,10 +100,12 @@ def _listing(folder: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted(listing))
 
 
-def render(template: str, status: int, title: str, **context: Any) -> Response:
+def render(template: str, status: int, page_title: str, **context: Any) -> Response:
     """Render a subscriber page in the theme's layout: not indexed, not cached, no cookie."""
     values: dict[str, Any] = {
-        "page": PageMeta(title=title, description=title, path="/", indexable=False),
+        "page": PageMeta(title=page_title, description=page_title, path="/", indexable=False),
+        # Service pages carry no category navigation: the layout gets empty site chrome.
+        "chrome": {"nav": (), "footer": (), "nav_paths": ()},
         "nav": (),
         "breadcrumbs": (),
         "footer": (),
