@@ -21,7 +21,7 @@ from typing import IO, Any, cast
 import email_validator
 import jinja2
 from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
-from sqlalchemy import CursorResult, Result, case, delete, literal, select, update
+from sqlalchemy import CursorResult, Result, case, delete, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
