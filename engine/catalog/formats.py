@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import re
 from collections.abc import Callable, Iterator
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from engine.models import INVENTORY_POLICIES, PRODUCT_STATUSES
 
@@ -212,6 +213,26 @@ class CsvRow:
     cells: dict[str, str]
 
 
+class NotUTF8Error(ValueError):
+    """A line of a text file is not valid UTF-8."""
+
+    def __init__(self, line: int, byte: int) -> None:
+        super().__init__(f"line {line} is not UTF-8")
+        self.line = line
+        self.byte = byte
+
+
+def utf8_lines(handle: IO[bytes]) -> Iterator[str]:
+    """Decode a binary file line by line, so a bad byte is reported on its own line."""
+    for number, raw in enumerate(handle, start=1):
+        if number == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise NotUTF8Error(number, raw[exc.start]) from None
+
+
 @contextmanager
 def open_csv(path: Path, log: ProblemLog) -> Iterator[tuple[list[str], Iterator[CsvRow]]]:
     """Open a UTF-8 CSV (BOM, CRLF, quoted multi-line cells) and stream its records.
@@ -221,8 +242,8 @@ def open_csv(path: Path, log: ProblemLog) -> Iterator[tuple[list[str], Iterator[
     """
     if csv.field_size_limit() < MAX_CELL_CHARS:
         csv.field_size_limit(MAX_CELL_CHARS)
-    with path.open("r", encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, strict=True)
+    with path.open("rb") as handle:
+        reader = csv.reader(utf8_lines(handle), strict=True)
         state = {"end": 0}
 
         def records() -> Iterator[tuple[int, list[str]]]:
@@ -236,8 +257,12 @@ def open_csv(path: Path, log: ProblemLog) -> Iterator[tuple[list[str], Iterator[
                     state["end"] = reader.line_num
                     log.add(start, "", describe_csv_error(str(exc)))
                     continue
-                except UnicodeDecodeError:
-                    log.add(start, "", "the file is not UTF-8 text; export or save it as UTF-8")
+                except NotUTF8Error as exc:
+                    log.add(
+                        exc.line,
+                        "",
+                        f"not UTF-8 text (byte 0x{exc.byte:02x}); export or save the file as UTF-8",
+                    )
                     return
                 state["end"] = reader.line_num
                 if cells and any(cell.strip() for cell in cells):
@@ -287,9 +312,9 @@ def describe_csv_error(message: str) -> str:
 def read_header(path: Path) -> list[str]:
     """Return the stripped header row of a CSV file (empty when unreadable)."""
     try:
-        with path.open("r", encoding="utf-8-sig", newline="") as handle:
-            first = next(csv.reader(handle), [])
-    except (UnicodeDecodeError, csv.Error):
+        with path.open("rb") as handle:
+            first = next(csv.reader(utf8_lines(handle)), [])
+    except (NotUTF8Error, csv.Error):
         return []
     return [name.strip() for name in first]
 

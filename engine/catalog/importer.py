@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
-from engine.catalog import set_stock
+from engine.catalog import is_sellable, set_stock
 from engine.catalog.formats import (
     FORMATS,
     MAX_LENGTHS,
@@ -286,19 +286,21 @@ class CatalogWriter:
         if self.log:
             return
         self.free_moved_skus(plans, holders)
-        created: list[Variant] = []
+        additions: list[tuple[Product, VariantRecord]] = []
         for plan in plans:
-            created.extend(self.write(plan))
-        if created:
-            # One flush gives every new variant its id, so set_stock records transitions
-            # without flushing once per variant.
+            additions.extend(self.write(plan))
+        if additions:
+            # New products get their ids in one flush, new variants in a second, so
+            # set_stock can record transitions without flushing once per variant.
+            self.session.flush()
+            created = [self.new_variant(product, record) for product, record in additions]
+            self.session.add_all(created)
             self.session.flush()
             for variant in created:
-                self.count(
-                    set_stock(
-                        self.session, variant, variant.stock, source="import", at=self.now, new=True
-                    )
+                change = set_stock(
+                    self.session, variant, variant.stock, source="import", at=self.now, new=True
                 )
+                self.count(change)
         self.session.flush()
 
     def load_products(self, handles: list[str]) -> dict[str, Product]:
@@ -400,8 +402,8 @@ class CatalogWriter:
                     " which this file does not list",
                 )
 
-    def write(self, plan: Plan) -> list[Variant]:
-        """Create or update one product; return its new variants (not yet flushed)."""
+    def write(self, plan: Plan) -> list[tuple[Product, VariantRecord]]:
+        """Create or update one product; return the variants to add to it."""
         record = plan.record
         product = plan.product
         if product is None:
@@ -427,7 +429,7 @@ class CatalogWriter:
                 changed = True
             if product.status == "archived" and not was_archived:
                 self.report.archived += 1
-        created: list[Variant] = []
+        additions: list[tuple[Product, VariantRecord]] = []
         renamed = [
             stored
             for wanted, stored in zip(record.variants, plan.matches, strict=True)
@@ -435,13 +437,14 @@ class CatalogWriter:
         ]
         if renamed:
             # Options may swap between variants; park the old keys first so the
-            # unique (product, options) constraint never sees two rows with one key.
+            # unique (product, options) constraint never sees two rows with one key (a
+            # tab cannot start a real key: option values are stripped).
             for stored in renamed:
-                stored.option_key = f"\x00{stored.id}"
+                stored.option_key = f"\t{stored.id}"
             self.session.flush()
         for variant, match in zip(record.variants, plan.matches, strict=True):
             if match is None:
-                created.append(self.new_variant(product, variant))
+                additions.append((product, variant))
                 changed = True
                 continue
             fields = {
@@ -470,24 +473,30 @@ class CatalogWriter:
                 self.report.updated += 1
             else:
                 self.report.unchanged += 1
-        return created
+        return additions
 
     def new_variant(self, product: Product, record: VariantRecord) -> Variant:
-        """Build a new variant (stock is set through ``set_stock`` after the flush)."""
+        """Build a new variant of a flushed product, inventory already as set_stock will set it.
+
+        set_stock (called after the flush, with ``new=True``) then finds nothing left to
+        change, so the row is inserted once instead of inserted and updated.
+        """
         values = {**VARIANT_DEFAULTS, **record.fields}
-        variant = Variant(
-            product=product,
+        tracked = True if record.tracked is None else record.tracked
+        policy = record.policy or "deny"
+        stock = record.stock or 0
+        return Variant(
+            product_id=product.id,
             sku=record.sku,
             option_key=record.option_key,
             option_values=record.option_values,
             **values,
-            inventory_tracked=True if record.tracked is None else record.tracked,
-            inventory_policy=record.policy or "deny",
-            stock=record.stock or 0,
-            sellable=False,
+            inventory_tracked=tracked,
+            inventory_policy=policy,
+            stock=stock,
+            sellable=is_sellable(stock, tracked, policy),
+            stock_updated_at=self.now,
         )
-        self.session.add(variant)
-        return variant
 
     @staticmethod
     def stock_differs(variant: Variant, record: VariantRecord) -> bool:
