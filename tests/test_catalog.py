@@ -605,3 +605,23 @@ def test_updated_at_is_timezone_aware(db: Database) -> None:
     run_import(db, EXPORT)
     with db.sessions() as session:
         assert product(session, "camp-mug").updated_at <= utcnow()
+
+
+def test_plain_csv_with_blank_title_updates_variants_only(db: Database, tmp_path: Path) -> None:
+    run_import(db, DATA / "catalog.csv")
+    path = tmp_path / "stock.csv"
+    path.write_text(
+        "handle,title,option1_value,option2_value,sku,stock\n"
+        "tent,,Moss,4P,P-TENT-MOSS-4,0\n"
+        "lamp,,,,P-LAMP,2\n",
+        encoding="utf-8",
+    )
+    report = run_import(db, path)
+    assert report.ok, report.problems
+    # The lamp is not tracked: its stock changes but it was and stays sellable.
+    assert (report.updated, report.restocked, report.sold_out) == (2, 0, 1)
+    with db.sessions() as session:
+        tent = product(session, "tent")
+        assert tent.title == "Dome Tent" and len(tent.images) == 2
+        assert variant_by_sku(session, "P-TENT-MOSS-4").stock == 0
+        assert variant_by_sku(session, "P-LAMP").stock == 2

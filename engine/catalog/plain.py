@@ -75,7 +75,7 @@ class PlainReader:
     def records(self, rows: Iterator[CsvRow]) -> Iterator[ProductRecord]:
         """Group consecutive rows by handle and yield one record per product."""
         current: ProductRecord | None = None
-        names: list[str] = []
+        names: list[str] | None = None
         for row in rows:
             handle = row.cells.get("handle", "").strip()
             if not handle:
@@ -91,8 +91,14 @@ class PlainReader:
         if current is not None:
             yield current
 
-    def product(self, record: ProductRecord, row: CsvRow) -> list[str]:
-        """Read the product columns of a product's first row; return its option names."""
+    def product(self, record: ProductRecord, row: CsvRow) -> list[str] | None:
+        """Read the product columns of a product's first row; return its option names.
+
+        A blank ``title`` there means the rows update variants only (as in Shopify's
+        format): product columns are not read and the stored ones stay.
+        """
+        if "title" in self.header and not row.cells["title"].strip():
+            return None
         for column, (name, parser) in PRODUCT_COLUMNS.items():
             if column in self.header:
                 record.fields[name] = self.parse(row, column, parser)
@@ -115,22 +121,27 @@ class PlainReader:
         if src and all(image["src"] != src for image in images):
             images.append({"src": src, "alt": row.cells.get("image_alt", "").strip()})
 
-    def variant(self, row: CsvRow, names: list[str], position: int) -> VariantRecord:
-        """Read the variant columns of a row."""
-        values = [row.cells.get(f"option{i}_value", "").strip() for i in (1, 2, 3)]
-        while values and not values[-1]:
-            values.pop()
+    def check_options(self, row: CsvRow, names: list[str], values: list[str]) -> None:
+        """Log option values that do not fit the product's option names."""
         for i in range(max(len(names), len(values))):
             column = f"option{i + 1}_value"
             if i >= len(names):
                 self.log.add(
                     row.line,
                     column,
-                    f"{values[i]!r} given but option{i + 1}_name is"
-                    " blank on the product's first row",
+                    f"{values[i]!r} given but option{i + 1}_name is blank on the product's"
+                    " first row",
                 )
             elif i >= len(values) or not values[i]:
                 self.log.add(row.line, column, f"blank, but the product has option {names[i]!r}")
+
+    def variant(self, row: CsvRow, names: list[str] | None, position: int) -> VariantRecord:
+        """Read the variant columns of a row."""
+        values = [row.cells.get(f"option{i}_value", "").strip() for i in (1, 2, 3)]
+        while values and not values[-1]:
+            values.pop()
+        if names is not None:
+            self.check_options(row, names, values)
         variant = VariantRecord(
             line=row.line, sku=row.cells.get("sku", "").strip() or None, option_values=values
         )
