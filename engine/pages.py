@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import html as html_lib
 import json
@@ -29,7 +30,6 @@ from typing import Any, NamedTuple
 
 import jinja2
 from markupsafe import Markup
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.content import (
@@ -57,6 +57,11 @@ PRODUCT_TEMPLATES = {
     "coming_soon": "pages/coming-soon.html.j2",
 }
 NOT_FOUND_PATH = "/404.html"
+# Offers carry these until serialization splices in the site's shipping and returns JSON.
+SHIPPING_PLACEHOLDER = "\x00shippingDetails\x00"
+RETURNS_PLACEHOLDER = "\x00hasMerchantReturnPolicy\x00"
+#: Rendered fragments (cards, header, footer) an environment keeps before starting over.
+FRAGMENT_CACHE_LIMIT = 200_000
 GONE_PATH = "/410.html"
 
 #: Option names that map onto schema.org properties Google reads in ``variesBy``; other
@@ -76,13 +81,13 @@ CURRENCY_FORMATS: dict[str, tuple[str, int]] = {
 
 _TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
-_JSON_ESCAPES = {
-    ord("<"): "\\u003c",
-    ord(">"): "\\u003e",
-    ord("&"): "\\u0026",
-    0x2028: "\\u2028",
-    0x2029: "\\u2029",
-}
+_JSON_ESCAPES = (
+    ("<", "\\u003c"),
+    (">", "\\u003e"),
+    ("&", "\\u0026"),
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
+)
 # Files under these theme folders never reach a page, so they do not change page keys.
 _NOT_PAGE_TEMPLATES = ("emails/",)
 
@@ -190,6 +195,18 @@ class SiteInfo:
             },
         }
 
+    @functools.cached_property
+    def jsonld_fragments(self) -> dict[str, str]:
+        """Return the shipping and returns JSON every offer repeats, serialized once."""
+        return {
+            SHIPPING_PLACEHOLDER: json.dumps(
+                self.shipping_details(), ensure_ascii=False, separators=(",", ":")
+            ),
+            RETURNS_PLACEHOLDER: json.dumps(
+                self.return_policy(), ensure_ascii=False, separators=(",", ":")
+            ),
+        }
+
     def return_policy(self) -> dict[str, Any]:
         """Return the ``MerchantReturnPolicy`` every offer states."""
         policy: dict[str, Any] = {
@@ -291,10 +308,19 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
            "September", "October", "November", "December")  # fmt: skip
 
 
-def jsonld_dumps(data: Any) -> Markup:
-    """Serialize JSON-LD for a ``<script>`` element (``<``, ``>``, ``&`` escaped)."""
+def jsonld_dumps(data: Any, splice: Mapping[str, str] | None = None) -> Markup:
+    """Serialize JSON-LD for a ``<script>`` element (``<``, ``>``, ``&`` escaped).
+
+    ``splice`` maps placeholder strings in ``data`` to JSON text put in their place, so a
+    fragment repeated in every offer (shipping, returns) is serialized once per site.
+    """
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-    return Markup(text.translate(_JSON_ESCAPES))
+    for placeholder, fragment in (splice or {}).items():
+        text = text.replace(json.dumps(placeholder), fragment)
+    # str.replace runs in C; translate() with a mapping goes through Python per character.
+    for char, escaped in _JSON_ESCAPES:
+        text = text.replace(char, escaped)
+    return Markup(text)
 
 
 def plain_text(html: str, limit: int | None = None) -> str:
@@ -347,9 +373,32 @@ def make_environment(
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        # Templates are fixed for an environment's life: fragments rendered once stay valid,
+        # and no stat() per page. The preview makes a new environment when a file changes.
+        auto_reload=False,
     )
     urls = site_urls(info)
-    env.globals.update(site=info, urls=urls)
+    fragments: dict[tuple[str, str], Markup] = {}
+
+    def cached(template: str, **values: Any) -> Markup:
+        """Render a partial once per distinct input (cards, header, footer)."""
+        key = (template, _fingerprint(values))
+        html = fragments.get(key)
+        if html is None:
+            if len(fragments) > FRAGMENT_CACHE_LIMIT:
+                fragments.clear()
+            html = Markup(env.get_template(template).render(values))
+            fragments[key] = html
+        return html
+
+    env.globals.update(
+        site=info,
+        urls=urls,
+        cached=cached,
+        status_labels=STATUS_LABELS,
+        availability_labels=AVAILABILITY_LABELS,
+    )
+    env.filters["price"] = lambda low, high=None: _price_from(low, high, info.currency)
     env.filters["money"] = lambda amount, currency=None: format_money(
         amount, currency or info.currency
     )
@@ -407,6 +456,22 @@ class Crumb(NamedTuple):
 
     name: str
     path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chrome:
+    """What every page shows around its content: category navigation and footer links."""
+
+    nav: tuple[Link, ...]
+    footer: tuple[Link, ...]
+    nav_paths: frozenset[str]
+    digest: str
+
+    @classmethod
+    def of(cls, nav: tuple[Link, ...], footer: tuple[Link, ...]) -> Chrome:
+        """Return the chrome for these links."""
+        digest = _view_digest(tuple(map(tuple, nav)), tuple(map(tuple, footer)))
+        return cls(nav, footer, frozenset(link.path for link in nav), digest)
 
 
 class PageMeta(NamedTuple):
@@ -492,10 +557,22 @@ class ProductView:
         return dict(self.attributes)
 
 
+_PLAIN_TYPES = frozenset({str, int, float, bool, Decimal, dt.date, type(None)})
+_CHROME = ("chrome",)  # the same on every page: digested once into the base key
+
+
+def _context_fingerprint(context: Mapping[str, Any]) -> str:
+    """Return the fingerprint of a page context without the site chrome."""
+    return _fingerprint({k: v for k, v in context.items() if k not in _CHROME})
+
+
 def _fingerprint(value: Any) -> str:
     """Return a stable text standing for a context value (views stand in by their digest)."""
-    if value is None or isinstance(value, str | int | float | bool | Decimal | dt.date):
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
         return repr(value)
+    if kind is Link or kind is Crumb:
+        return repr(tuple(value))
     digest = getattr(value, "digest", None)
     if isinstance(digest, str):
         return "#" + digest
@@ -509,7 +586,12 @@ def _fingerprint(value: Any) -> str:
 
 
 def _view_digest(*values: Any) -> str:
-    return _hash(_fingerprint(values))
+    """Digest plain values (str, numbers, Decimal, date, None and tuples of them) via repr."""
+    return _hash(repr(values))
+
+
+def _plain_image(image: Image | None) -> tuple[str, str] | None:
+    return (image.src, image.alt) if image else None
 
 
 # --------------------------------------------------------------------------- catalog loading
@@ -527,10 +609,10 @@ def _image(item: Any, default_alt: str) -> Image | None:
     return None
 
 
-def _availability(row: Any) -> str:
-    if not row.sellable:
+def _availability(sellable: Any, tracked: Any, stock: int, policy: str) -> str:
+    if not sellable:
         return OUT_OF_STOCK
-    if row.inventory_tracked and row.stock <= 0 and row.inventory_policy == "continue":
+    if tracked and stock <= 0 and policy == "continue":
         return BACKORDER
     return IN_STOCK
 
@@ -553,36 +635,39 @@ def _card(
 ) -> Card:
     low = min(prices) if prices else None
     high = max(prices) if prices else None
-    digest = _view_digest(handle, path, title, image, low, high, status)
+    digest = _view_digest(handle, path, title, _plain_image(image), low, high, status)
     return Card(handle, path, title, image, low, high, status, digest)
 
 
 def _catalog_view(
-    row: Any, variants: list[Any], doc: Document | None, urls: SiteURLs
+    row: Any, variants: list[Any], doc: Document | None, urls: SiteURLs, decode: _Decoder
 ) -> ProductView:
     """Build the page view of an active, published catalog product."""
     meta = doc.meta if doc else {}
     title = row.title
-    images = [img for img in (_image(item, title) for item in row.images or []) if img]
+    images = [img for img in (_image(item, title) for item in decode.json(row.images)) if img]
     if meta.get("image"):
         images.insert(0, Image(str(meta["image"]), str(meta.get("image_alt") or title)))
-    option_names = tuple(str(name) for name in (row.option_names or []))
+    option_names = tuple(str(name) for name in decode.json(row.option_names))
     views = []
     for v in variants:
-        values = [str(value) for value in (v.option_values or [])]
-        options = tuple(zip(option_names, values, strict=False))
+        values = decode.json(v.option_values)
         is_default = not values or values == ["Default Title"]
+        price = decode.money(v.price) or Decimal("0.00")  # the column is NOT NULL
+        compare_at = decode.money(v.compare_at_price)
         views.append(
             VariantView(
                 id=v.id,
                 sku=v.sku or "",
-                title="" if is_default else " / ".join(values),
-                options=() if is_default else options,
-                price=v.price,
-                compare_at=v.compare_at_price
-                if v.compare_at_price and v.compare_at_price > v.price
-                else None,
-                availability=_availability(v),
+                title="" if is_default else " / ".join(map(str, values)),
+                options=()
+                if is_default
+                else tuple(zip(option_names, map(str, values), strict=False)),
+                price=price,
+                compare_at=compare_at if compare_at and compare_at > price else None,
+                availability=_availability(
+                    v.sellable, v.inventory_tracked, v.stock, v.inventory_policy
+                ),
                 barcode=(v.barcode or "").lstrip("'"),
                 grams=v.grams or 0,
                 image=Image(v.image, title) if v.image else None,
@@ -669,8 +754,30 @@ def _coming_soon_view(doc: Document, urls: SiteURLs) -> ProductView:
 
 
 def _product_view(**values: Any) -> ProductView:
-    digest = _view_digest(*values.values())
-    return ProductView(**values, digest=digest)
+    plain = []
+    for name, value in values.items():
+        if name == "images":
+            value = tuple(_plain_image(image) for image in value)
+        elif name == "variants":
+            value = tuple(
+                (
+                    v.id,
+                    v.sku,
+                    v.title,
+                    v.options,
+                    v.price,
+                    v.compare_at,
+                    v.availability,
+                    v.barcode,
+                    v.grams,
+                    _plain_image(v.image),
+                )
+                for v in value
+            )
+        elif name == "card":
+            value = value.digest
+        plain.append(value)
+    return ProductView(**values, digest=_view_digest(*plain))
 
 
 def _faq(meta: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -703,48 +810,63 @@ class _Catalog:
     tags: dict[str, tuple[str, ...]]
 
 
+_PRODUCT_COLUMNS = ("id", "handle", "title", "body_html", "vendor", "product_type", "tags",
+                    "status", "published", "seo_title", "seo_description", "option_names",
+                    "images")  # fmt: skip
+_VARIANT_COLUMNS = ("product_id", "id", "sku", "option_values", "price", "compare_at_price",
+                    "barcode", "grams", "image", "inventory_tracked", "inventory_policy",
+                    "stock", "sellable")  # fmt: skip
+
+
+class _Decoder:
+    """Decode JSON and money columns, each distinct stored value once.
+
+    Sizes, colours, tags and prices repeat across thousands of rows; decoding each distinct
+    text once is most of what makes loading 100,000 products quick.
+    """
+
+    def __init__(self) -> None:
+        self._json: dict[str, Any] = {}
+        self._money: dict[Any, Decimal] = {}
+
+    def json(self, raw: Any) -> Any:
+        """Return a JSON column's value (drivers that decode JSON themselves pass through)."""
+        if raw is None:
+            return []
+        if not isinstance(raw, str):
+            return raw
+        value = self._json.get(raw)
+        if value is None:
+            value = self._json[raw] = json.loads(raw)
+        return value
+
+    def money(self, raw: Any) -> Decimal | None:
+        """Return a money column as a Decimal with two places (SQLite hands back floats)."""
+        if raw is None or isinstance(raw, Decimal):
+            return raw
+        value = self._money.get(raw)
+        if value is None:
+            value = self._money[raw] = Decimal(str(raw)).quantize(Decimal("0.01"))
+        return value
+
+
 def load_catalog(session: Session, content: Content, urls: SiteURLs) -> _Catalog:
     """Read every product and variant in two queries and build the live product views."""
     session.flush()
-    product = Product.__table__
-    variant = Variant.__table__
-    products = session.execute(
-        select(
-            product.c.id,
-            product.c.handle,
-            product.c.title,
-            product.c.body_html,
-            product.c.vendor,
-            product.c.product_type,
-            product.c.tags,
-            product.c.status,
-            product.c.published,
-            product.c.seo_title,
-            product.c.seo_description,
-            product.c.option_names,
-            product.c.images,
-        ).order_by(product.c.handle)
-    ).all()
+    connection = session.connection()
+    # Plain driver rows: the ORM's and Core's per-row type processing costs more than
+    # everything else in planning a large catalog; columns are decoded here instead.
+    product, variant = Product.__tablename__, Variant.__tablename__
+    products = connection.exec_driver_sql(
+        f"SELECT {', '.join(_PRODUCT_COLUMNS)} FROM {product}"
+    ).fetchall()
     by_product: dict[int, list[Any]] = defaultdict(list)
-    for row in session.execute(
-        select(
-            variant.c.product_id,
-            variant.c.id,
-            variant.c.sku,
-            variant.c.option_values,
-            variant.c.price,
-            variant.c.compare_at_price,
-            variant.c.barcode,
-            variant.c.grams,
-            variant.c.image,
-            variant.c.inventory_tracked,
-            variant.c.inventory_policy,
-            variant.c.stock,
-            variant.c.sellable,
-        ).order_by(variant.c.product_id, variant.c.position, variant.c.id)
+    for row in connection.exec_driver_sql(
+        f"SELECT {', '.join(_VARIANT_COLUMNS)} FROM {variant} ORDER BY product_id, position, id"
     ):
         by_product[row.product_id].append(row)
 
+    decode = _Decoder()
     views: dict[str, ProductView] = {}
     archived: set[str] = set()
     handles: set[str] = set()
@@ -755,8 +877,8 @@ def load_catalog(session: Session, content: Content, urls: SiteURLs) -> _Catalog
             archived.add(row.handle)
         elif row.status == "active" and row.published:
             doc = content.products.get(row.handle)
-            views[row.handle] = _catalog_view(row, by_product.get(row.id, []), doc, urls)
-            tags[row.handle] = tuple(str(tag).casefold() for tag in row.tags or [])
+            views[row.handle] = _catalog_view(row, by_product.get(row.id, []), doc, urls, decode)
+            tags[row.handle] = tuple(str(tag).casefold() for tag in decode.json(row.tags))
     for handle, doc in content.products.items():
         if (
             doc.meta.get("status") == "coming-soon"
@@ -818,11 +940,14 @@ def plan_site(
         raise ContentErrors(clashes)
     assets.update(content.assets)
     _make_unique(drafts)
-    base = _hash("|".join((template_digest(settings), info.digest, _fingerprint(planner.chrome))))
+    # Site chrome (navigation, footer links) is on every page: part of every key via ``base``.
+    base = _hash("|".join((template_digest(settings), info.digest, planner.chrome.digest)))
     pages = [
         PagePlan(
             path=draft.path,
-            key=_hash(f"{base}|{draft.template}|{draft.path}|{_fingerprint(draft.context)}"),
+            key=_hash(
+                f"{base}|{draft.template}|{draft.path}|{_context_fingerprint(draft.context)}"
+            ),
             template=draft.template,
             context=draft.context,
             indexable=draft.indexable,
@@ -864,16 +989,15 @@ class _Planner:
             for handle in doc.meta.get("products") or []:
                 if handle in self.views:
                     self.guides_by_product[handle].append(Link(urls.guide(slug), _title(doc)))
-        # Site chrome: every page shows it, so it is part of every key (through ``base``).
-        self.chrome = {
-            "nav": tuple(
+        self.chrome = Chrome.of(
+            nav=tuple(
                 Link(urls.category(slug), _title(content.categories[slug]))
                 for slug in sorted(content.categories)
             ),
-            "footer": tuple(
+            footer=tuple(
                 Link(urls.page(slug), _title(content.pages[slug])) for slug in sorted(content.pages)
             ),
-        }
+        )
 
     # -- membership and links
 
@@ -918,13 +1042,20 @@ class _Planner:
             # touches a handful of pages, not the whole category.
             slug = self.primary.get(view.handle)
             ring = self.members[slug] if slug else self._same_type(view)
-            if view.handle in ring:
-                start = ring.index(view.handle)
-                chosen = ring[start + 1 :] + ring[:start]
-            else:
-                chosen = list(ring)
+            start = self._positions(ring).get(view.handle, -1)
+            count = min(self.related_count, len(ring))
+            chosen = [ring[(start + step) % len(ring)] for step in range(1, count + 1)]
         chosen = [h for h in dict.fromkeys(chosen) if h != view.handle]
         return [self.views[h].card for h in chosen[: self.related_count]]
+
+    def _positions(self, ring: list[str]) -> dict[str, int]:
+        """Return each handle's index in a member list (computed once per list)."""
+        cache: dict[int, dict[str, int]] = self.__dict__.setdefault("_positions_cache", {})
+        positions = cache.get(id(ring))
+        if positions is None:
+            positions = {handle: index for index, handle in enumerate(ring)}
+            cache[id(ring)] = positions
+        return positions
 
     def _same_type(self, view: ProductView) -> list[str]:
         if not view.product_type:
@@ -996,7 +1127,7 @@ class _Planner:
     def _context(
         self, kind: str, meta: PageMeta, crumbs: list[Crumb], **values: Any
     ) -> dict[str, Any]:
-        return {"kind": kind, "page": meta, "breadcrumbs": crumbs, **self.chrome, **values}
+        return {"kind": kind, "page": meta, "breadcrumbs": crumbs, "chrome": self.chrome, **values}
 
     def _titled(self, title: str) -> str:
         return f"{title} | {self.info.name}" if self.info.name else title
@@ -1292,6 +1423,11 @@ STATUS_LABELS = {
     "back_soon": "Sold out – back soon",
     "coming_soon": "Coming soon",
 }
+AVAILABILITY_LABELS = {
+    IN_STOCK: "In stock",
+    BACKORDER: "Backorder – ships when restocked",
+    OUT_OF_STOCK: "Sold out",
+}
 
 
 def _title(doc: Document) -> str:
@@ -1305,6 +1441,15 @@ def _row_label(name: str) -> str:
 def _options(view: ProductView) -> Iterable[tuple[str, str]]:
     for variant in view.variants:
         yield from variant.options
+
+
+def _price_from(low: Decimal | None, high: Decimal | None, currency: str) -> str:
+    """Return "$10.00", or "From $10.00" when variants cost different amounts."""
+    if low is None:
+        return ""
+    if high is not None and high != low:
+        return "From " + format_money(low, currency)
+    return format_money(low, currency)
 
 
 def _price_text(low: Decimal | None, high: Decimal | None, currency: str) -> str:
@@ -1492,8 +1637,8 @@ def _offer(price: Decimal, availability: str, url: str, site: SiteInfo) -> dict[
         "priceValidUntil": site.price_valid_until,
         "availability": SCHEMA + availability,
         "itemCondition": SCHEMA + "NewCondition",
-        "shippingDetails": site.shipping_details(),
-        "hasMerchantReturnPolicy": site.return_policy(),
+        "shippingDetails": SHIPPING_PLACEHOLDER,
+        "hasMerchantReturnPolicy": RETURNS_PLACEHOLDER,
     }
 
 
@@ -1505,5 +1650,6 @@ def render_page(env: jinja2.Environment, plan: PagePlan) -> bytes:
     template = env.get_template(plan.template)
     site: SiteInfo = env.globals["site"]  # type: ignore[assignment]
     urls: SiteURLs = env.globals["urls"]  # type: ignore[assignment]
-    jsonld = [jsonld_dumps(item) for item in structured_data(plan.context, site, urls)]
+    splice = site.jsonld_fragments
+    jsonld = [jsonld_dumps(item, splice) for item in structured_data(plan.context, site, urls)]
     return template.render(plan.context, jsonld=jsonld).encode("utf-8")

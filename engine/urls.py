@@ -6,15 +6,24 @@ static build, the preview and an email agree on every URL.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 #: Path prefixes the web service owns; no page may live under them.
 RESERVED_PREFIXES = ("/api/", "/hooks/", "/waitlist/", "/unsubscribe/", "/admin/", "/healthz")
 
 
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
 def segment(value: str) -> str:
     """Return one path segment, percent-encoded (handles and slugs are usually plain ASCII)."""
-    return quote(str(value), safe="")
+    value = str(value)
+    if value in (".", ".."):
+        return value.replace(".", "%2E")  # never a path step up or in place
+    if _PLAIN_SEGMENT.fullmatch(value):
+        return value
+    return quote(value, safe="")
 
 
 def is_reserved(path: str) -> bool:
