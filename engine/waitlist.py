@@ -21,7 +21,7 @@ from typing import IO, Any, cast
 import email_validator
 import jinja2
 from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
-from sqlalchemy import CursorResult, Result, case, delete, literal, select
+from sqlalchemy import CursorResult, Result, Table, case, delete, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -171,20 +171,21 @@ def hit_rate_limit(
     """
     if limit <= 0:
         return 0
+    table = cast(Table, RateLimit.__table__)
     starts = literal(now, UTCDateTime())
-    expired = RateLimit.window_start <= now - dt.timedelta(seconds=window_seconds)
+    expired = table.c.window_start <= now - dt.timedelta(seconds=window_seconds)
     insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
     statement = (
-        insert(RateLimit)
+        insert(table)
         .values(key=key, window_start=now, hits=1)
         .on_conflict_do_update(
             index_elements=["key"],
             set_={
-                "hits": case((expired, 1), else_=RateLimit.hits + 1),
-                "window_start": case((expired, starts), else_=RateLimit.window_start),
+                "hits": case((expired, 1), else_=table.c.hits + 1),
+                "window_start": case((expired, starts), else_=table.c.window_start),
             },
         )
-        .returning(RateLimit.hits, RateLimit.window_start)
+        .returning(table.c.hits, table.c.window_start)
     )
     hits, window_start = session.execute(statement).one()
     if hits <= limit:
@@ -1095,7 +1096,9 @@ def _insert_ignore(
 ) -> None:
     """Insert a row unless one with the same unique ``keys`` exists (concurrency-safe)."""
     insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
-    statement = insert(model).values(**values).on_conflict_do_nothing(index_elements=list(keys))
+    # Core, not ORM, inserts: the ORM's bulk path costs more than the statement itself.
+    table = cast(Table, model.__table__)
+    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=list(keys))
     session.execute(statement)
 
 
