@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,16 @@ from typing import Any
 
 import jinja2
 import pytest
+from flask import Flask
+from flask.testing import FlaskCliRunner
 from lxml import etree
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from engine.catalog import set_stock
+from engine.db import Database
+from engine.demo import seed_demo
+from engine.models import Product, Variant
 from engine.publish import (
     SITEMAP_NS,
     BuildReport,
@@ -23,11 +32,13 @@ from engine.publish import (
     PublishCommandError,
     PublishError,
     UnsafePathError,
+    build_site,
     file_for_path,
     publish_site,
     safe_join,
     sitemap_files,
 )
+from engine.settings import bundled_path
 
 BASE = "https://shop.test"
 NS = {"s": SITEMAP_NS}
@@ -738,3 +749,147 @@ def test_a_recycled_generation_is_used_instead_of_a_new_copy(build: Build, tmp_p
     recycled = snapshot(generations(out) / "4")
     assert recycled["site/products"] == oldest["site/products"]
     assert recycled["site/products/p0/index.html"][0] == oldest["site/products/p0/index.html"][0]
+
+
+# ------------------------------------------- the real plan: demo store, CLI, databases
+
+
+@pytest.fixture
+def config(config: dict[str, Any]) -> dict[str, Any]:
+    """Build the bundled demo store's content (serially: the demo is small)."""
+    return {**config, "CONTENT_DIR": str(bundled_path("demo_content")), "BUILD_WORKERS": 1}
+
+
+@pytest.fixture
+def demo(app: Flask, db: Database) -> Flask:
+    """Return the app with the demo catalog imported."""
+    with db.session() as session:
+        seed_demo(session)
+    return app
+
+
+def build_demo_site(app: Flask, db: Database, **kwargs: Any) -> BuildReport:
+    """Run build_site with the app's settings in a session of its own."""
+    with db.session() as session:
+        return build_site(session, app.config, **kwargs)
+
+
+def test_build_site_publishes_the_demo_store(demo: Flask, db: Database) -> None:
+    report = build_demo_site(demo, db)
+    out = Path(demo.config["OUTPUT_DIR"])
+    assert report.changed and report.removed == 0 and report.written > 50
+    entries = parse_urlset((out / "sitemap.xml").read_bytes())
+    for loc, _lastmod in entries:
+        assert (out / file_for_path(loc.removeprefix(BASE))).is_file(), loc
+    assert (out / "404.html").is_file()
+    assert f"{BASE}/404.html" not in dict(entries)
+    rules = (out / "_redirects").read_text()
+    assert re.search(r"^/products/\S+/ (/products/\S+/ 301|/404\.html 410)$", rules, re.M)
+    again = build_demo_site(demo, db)
+    assert (again.written, again.rendered, again.changed) == (0, 0, False)
+
+
+def test_a_stock_change_rewrites_only_the_pages_that_show_it(demo: Flask, db: Database) -> None:
+    build_demo_site(demo, db)
+    out = Path(demo.config["OUTPUT_DIR"])
+    before = manifest(out)["files"]
+    with db.session() as session:
+        variant = session.scalars(
+            select(Variant)
+            .join(Product)
+            .where(Product.status == "active", Variant.sellable, Variant.inventory_tracked)
+            .order_by(Variant.sku)
+        ).first()
+        assert variant is not None
+        handle, sku = variant.product.handle, variant.sku
+        set_stock(session, variant, 0, source="cli")
+    report = build_demo_site(demo, db, progress=None)
+    after = manifest(out)["files"]
+    changed = {
+        path for path in after if before.get(path, {}).get("sha256") != after[path]["sha256"]
+    }
+    assert f"/products/{handle}/" in changed, sku
+    assert report.written == len(changed) < len(after) // 4
+    assert report.rendered < len(after) // 2
+    assert all(after[p]["sha256"] == before[p]["sha256"] for p in after if p not in changed)
+
+
+def test_cli_build_prints_counts_and_time(demo: Flask, runner: FlaskCliRunner) -> None:
+    result = runner.invoke(args=["build"])
+    assert result.exit_code == 0, result.output
+    out = demo.config["OUTPUT_DIR"]
+    assert re.fullmatch(rf"written \d+, unchanged 0, removed 0 in [\d.]+ s: {out}\n", result.stdout)
+    again = runner.invoke(args=["build"])
+    assert again.exit_code == 0
+    assert re.match(r"written 0, unchanged \d+, removed 0 in [\d.]+ s: ", again.stdout)
+    assert "nothing changed: the published site was left as it was" in again.stdout
+
+
+def test_cli_build_out_and_base_url(demo: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere" / "public"
+    result = runner.invoke(args=["build", "--out", str(other), "--base-url", "https://e.test/"])
+    assert result.exit_code == 0, result.output
+    assert "Sitemap: https://e.test/sitemap.xml" in (other / "robots.txt").read_text()
+    assert b"<loc>https://e.test/</loc>" in (other / "sitemap.xml").read_bytes()
+    assert not Path(demo.config["OUTPUT_DIR"]).exists()
+    full = runner.invoke(
+        args=["build", "--out", str(other), "--base-url", "https://e.test", "--full"]
+    )
+    assert full.exit_code == 0 and full.stdout.startswith("written 0, ")
+
+
+def test_cli_build_stops_on_content_errors_before_writing(
+    demo: Flask, runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    content = tmp_path / "bad-content"
+    shutil.copytree(bundled_path("demo_content"), content)
+    (content / "categories" / "broken.md").write_text(
+        "---\ntitle: Broken\ndescription: A category\ncolour: blue\nproducts:\n  - no-such-thing\n"
+        "---\nBody\n"
+    )
+    demo.config["CONTENT_DIR"] = str(content)
+    result = runner.invoke(args=["build"])
+    assert result.exit_code == 1
+    assert re.search(r"^categories/broken\.md:\d+: .*colour", result.stderr, re.M)
+    assert "nothing was written" in result.stderr
+    assert "Traceback" not in result.output
+    assert not Path(demo.config["OUTPUT_DIR"]).exists()
+    assert not generations(Path(demo.config["OUTPUT_DIR"])).exists()
+
+
+def test_cli_build_refuses_a_foreign_output_folder(demo: Flask, runner: FlaskCliRunner) -> None:
+    out = Path(demo.config["OUTPUT_DIR"])
+    out.mkdir(parents=True)
+    (out / "index.html").write_text("hand-made")
+    result = runner.invoke(args=["build"])
+    assert result.exit_code == 1
+    assert "not written by engine build" in result.stderr
+    assert (out / "index.html").read_text() == "hand-made"
+
+
+def test_cli_build_reports_a_failed_publish_command(demo: Flask, runner: FlaskCliRunner) -> None:
+    demo.config["PUBLISH_COMMAND"] = "echo uploading; exit 4"
+    result = runner.invoke(args=["build"])
+    assert result.exit_code == 3
+    assert re.match(r"written \d+, unchanged 0, removed 0 in ", result.stdout)
+    assert "error: PUBLISH_COMMAND exited with status 4; the site is built" in result.stderr
+    assert (Path(demo.config["OUTPUT_DIR"]) / "index.html").is_file()
+    demo.config["PUBLISH_COMMAND"] = "true"
+    retry = runner.invoke(args=["build"])
+    assert retry.exit_code == 0 and "PUBLISH_COMMAND ran" in retry.stdout
+    done = runner.invoke(args=["build"])
+    assert "PUBLISH_COMMAND not run: nothing changed since it last succeeded" in done.stdout
+
+
+def test_render_workers_may_not_use_the_database(
+    session: Session, settings: dict[str, Any]
+) -> None:
+    settings["BUILD_WORKERS"] = 2
+
+    def render(plan: Page) -> bytes:
+        session.scalars(select(Product)).all()
+        return b"never"
+
+    with pytest.raises(PageRenderError, match="queried the database while rendering"):
+        publish_site(Site(catalog(4)), settings, render=render, parallel_min_pages=1)
+    assert session.execute(select(func.count()).select_from(Product)).scalar_one() == 0

@@ -167,6 +167,7 @@ def publish_site(
             staging.abandon()
             raise
         report.seconds = time.perf_counter() - started
+        report.phases = build.phases
         # Still under the lock: a concurrent build must not recycle what is being deployed.
         if command and report.generation is not None:
             _publish(command, folder, report, settings)

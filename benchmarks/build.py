@@ -1,0 +1,230 @@
+"""Build benchmark: full builds of 10,000 and 100,000 products, rebuilds of 10,000.
+
+    python benchmarks/build.py                      # 10k and 100k, in a temporary folder
+    python benchmarks/build.py --sizes 10000 --repeat 3 --work /tmp/engine-bench
+
+Each store is generated once (benchmarks/synthetic.py, loaded straight into SQLite), then
+``engine build`` runs as a separate process per measurement, so the times include Python
+start-up and imports, as a user sees them. Memory is the peak resident set of the largest
+process (from ``wait4``) and the peak proportional set size summed over the build and its
+render workers (sampled every 20 ms; PSS counts pages shared after ``fork`` once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import synthetic
+
+SITE_URL = "https://bench.example.com"
+_REPORT = re.compile(r"written (\d+), unchanged (\d+), removed (\d+) in ([\d.]+) s")
+
+
+@dataclass
+class Run:
+    """One measured ``engine`` command."""
+
+    wall: float
+    cpu: float
+    max_rss_mb: float
+    peak_pss_mb: float
+    written: int
+    unchanged: int
+    build_seconds: float
+    load: float
+
+
+def _descendants(pid: int) -> list[int]:
+    """Return a process and all its descendants (Linux /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    todo += [int(child) for child in handle.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _pss_kb(pid: int) -> int:
+    """Return a process's proportional set size in kB (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def measure(command: list[str], env: dict[str, str], cwd: Path) -> Run:
+    """Run a command to completion; return its time, CPU, memory and build report."""
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, sum(_pss_kb(pid) for pid in _descendants(process.pid)))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout = process.stdout.read() if process.stdout else ""
+    stderr = process.stderr.read() if process.stderr else ""
+    _pid, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{stdout}{stderr}")
+    match = _REPORT.search(stdout)
+    written, unchanged, _removed, seconds = match.groups() if match else (0, 0, 0, 0)
+    return Run(
+        wall=wall,
+        cpu=usage.ru_utime + usage.ru_stime,
+        max_rss_mb=usage.ru_maxrss / 1024,
+        peak_pss_mb=peak / 1024,
+        written=int(written),
+        unchanged=int(unchanged),
+        build_seconds=float(seconds),
+        load=load,
+    )
+
+
+def prepare(products: int, work: Path) -> dict[str, str]:
+    """Generate a store of ``products`` products in ``work``; return the environment to build it."""
+    instance = work / "instance"
+    instance.mkdir(parents=True, exist_ok=True)
+    (instance / "config.toml").write_text(
+        f'site_url = "{SITE_URL}"\ncontent_dir = "{work / "content"}"\n', encoding="utf-8"
+    )
+    started = time.perf_counter()
+    catalog = synthetic.make_catalog(products)
+    synthetic.load_into_database(catalog, f"sqlite:///{instance / 'engine.sqlite3'}")
+    synthetic.write_content(catalog, work / "content")
+    print(f"# generated {products} products in {time.perf_counter() - started:.1f} s", flush=True)
+    return dict(os.environ, ENGINE_INSTANCE_PATH=str(instance))
+
+
+def clean_output(work: Path) -> None:
+    """Delete a store's built site so the next build is a full one."""
+    shutil.rmtree(work / "instance" / "site", ignore_errors=True)
+    (work / "instance" / "site").unlink(missing_ok=True)
+    shutil.rmtree(work / "instance" / ".site.generations", ignore_errors=True)
+
+
+def in_stock_sku(work: Path) -> str:
+    """Return the SKU of a sellable, tracked variant of an active product."""
+    import sqlite3
+
+    with sqlite3.connect(work / "instance" / "engine.sqlite3") as connection:
+        row = connection.execute(
+            "SELECT v.sku FROM variant v JOIN product p ON p.id = v.product_id "
+            "WHERE p.status = 'active' AND v.inventory_tracked AND v.stock > 0 "
+            "ORDER BY v.sku LIMIT 1 OFFSET 100"
+        ).fetchone()
+    return str(row[0])
+
+
+def median_run(runs: list[Run]) -> Run:
+    """Return the run with the median wall time."""
+    ordered = sorted(runs, key=lambda run: run.wall)
+    return ordered[len(ordered) // 2]
+
+
+def row(label: str, products: int, run: Run, repeat: int) -> str:
+    """Format one table row."""
+    return (
+        f"| {label} | {products:,} | {run.written:,} | {run.wall:.2f} | {run.build_seconds:.2f} | "
+        f"{run.cpu:.2f} | {run.max_rss_mb:.0f} | {run.peak_pss_mb:.0f} | {repeat} | "
+        f"{run.load:.1f} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print a Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated product counts")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per 10k measurement (median)")
+    parser.add_argument("--work", type=Path, help="folder for the stores (default: a temp folder)")
+    args = parser.parse_args(argv)
+    work_root = args.work or Path(tempfile.mkdtemp(prefix="engine-bench-"))
+    command = [sys.executable, "-m", "engine", "build"]
+    rows = []
+    for products in [int(size) for size in args.sizes.split(",")]:
+        work = work_root / str(products)
+        env = prepare(products, work)
+        repeat = args.repeat if products <= 20_000 else 1
+        fulls = []
+        for _ in range(repeat):
+            clean_output(work)
+            fulls.append(measure(command, env, work))
+        full = median_run(fulls)
+        rows.append(row("full build", products, full, repeat))
+        print(rows[-1], flush=True)
+        if products > 20_000:
+            continue
+        same = median_run([measure(command, env, work) for _ in range(repeat)])
+        rows.append(row("no-change rebuild", products, same, repeat))
+        print(rows[-1], flush=True)
+        sku = in_stock_sku(work)
+        changes = []
+        for quantity in [0, 7] * ((repeat + 1) // 2):
+            subprocess.run(
+                [*command[:-1], "stock", "set", sku, str(quantity)],
+                env=env, cwd=work, check=True, capture_output=True,
+            )  # fmt: skip
+            changes.append(measure(command, env, work))
+        rows.append(row(f"one-SKU stock change ({sku})", products, median_run(changes), repeat))
+        print(rows[-1], flush=True)
+    print()
+    print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; Python {sys.version.split()[0]}")
+    print()
+    print(
+        "| scenario | products | files written | wall s | build s | CPU s | "
+        "max RSS MB (largest process) | peak PSS MB (all processes) | runs | load avg |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n".join(rows))
+    if not args.work:
+        shutil.rmtree(work_root, ignore_errors=True)
+    return 0
+
+
+def _cpu_model() -> str:
+    """Return the CPU model name from lscpu (or /proc/cpuinfo)."""
+    try:
+        output = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in output.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
