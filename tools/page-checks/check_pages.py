@@ -114,6 +114,10 @@ def make_handler(root: Path) -> type[http.server.SimpleHTTPRequestHandler]:
             if not self._rule(head_only=True):
                 super().do_HEAD()
 
+        def list_directory(self, path: str | os.PathLike[str]) -> None:
+            # A static host answers 404 for a folder without index.html, not a listing.
+            self.send_error(404)
+
         def send_error(
             self, code: int, message: str | None = None, explain: str | None = None
         ) -> None:
