@@ -18,14 +18,17 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
 from lxml import etree
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from engine.catalog import set_stock
+from engine.content import load_content
 from engine.db import Database
 from engine.demo import seed_demo
 from engine.models import Product, Variant
+from engine.pages import plan_site
 from engine.publish import (
+    PLANNED_TABLES,
     SITEMAP_NS,
     BuildReport,
     PageRenderError,
@@ -893,3 +896,37 @@ def test_render_workers_may_not_use_the_database(
     with pytest.raises(PageRenderError, match="queried the database while rendering"):
         publish_site(Site(catalog(4)), settings, render=render, parallel_min_pages=1)
     assert session.execute(select(func.count()).select_from(Product)).scalar_one() == 0
+
+
+def test_an_unchanged_site_is_not_planned_again(demo: Flask, db: Database, tmp_path: Path) -> None:
+    content = tmp_path / "demo-content"
+    shutil.copytree(bundled_path("demo_content"), content)
+    demo.config["CONTENT_DIR"] = str(content)
+    first = build_demo_site(demo, db)
+    again = build_demo_site(demo, db)
+    assert "plan" not in again.phases
+    assert (again.written, again.removed, again.changed) == (0, 0, False)
+    assert again.unchanged == first.written
+    full = build_demo_site(demo, db, full=True)
+    assert "plan" in full.phases and full.rendered > 0 and full.written == 0
+    guide = next((content / "categories").glob("*.md"))
+    guide.write_text(guide.read_text() + "\nOne more sentence.\n")
+    edited = build_demo_site(demo, db)
+    assert "plan" in edited.phases and edited.written >= 1
+
+
+def test_site_inputs_cover_every_table_the_plan_reads(demo: Flask, db: Database) -> None:
+    tables: set[str] = set()
+
+    def capture(*args: Any) -> None:
+        statement = args[2]
+        tables.update(t.lower() for t in re.findall(r'\b(?:FROM|JOIN)\s+"?(\w+)', statement, re.I))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        with db.session() as session:
+            plan_site(session, demo.config, load_content(Path(demo.config["CONTENT_DIR"])))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", capture)
+    unread = tables - set(PLANNED_TABLES)
+    assert tables and not unread, f"plan_site reads {unread}: add them to PLANNED_TABLES"

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 __all__ = [
+    "PLANNED_TABLES",
     "SERVICE_PREFIXES",
     "SITEMAP_MAX_BYTES",
     "SITEMAP_NS",
@@ -82,6 +83,7 @@ __all__ = [
     "file_for_path",
     "publish_site",
     "safe_join",
+    "site_inputs",
     "sitemap_files",
 ]
 
@@ -140,9 +142,15 @@ def publish_site(
     progress: Callable[[int, int], None] | None = None,
     today: str | None = None,
     fingerprint: str = "",
+    inputs: str = "",
     parallel_min_pages: int = PARALLEL_MIN_PAGES,
 ) -> BuildReport:
-    """Write a planned site as a new generation (only if something changed) and switch to it."""
+    """Write a planned site as a new generation (only if something changed) and switch to it.
+
+    ``fingerprint`` names the rendering code (a new one re-renders every page) and
+    ``inputs`` everything the plan was made from (see ``site_inputs``), recorded so the
+    next build with the same inputs can skip planning.
+    """
     started = time.perf_counter()
     folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
     base = check_base_url(base_url or str(settings["SITE_URL"]))
@@ -160,6 +168,7 @@ def publish_site(
                 full=full,
                 today=today or today_in(settings),
                 fingerprint=fingerprint,
+                inputs=inputs,
                 progress=progress,
                 parallel_min_pages=parallel_min_pages,
             )
@@ -213,6 +222,7 @@ class _Build:
         full: bool,
         today: str,
         fingerprint: str,
+        inputs: str,
         progress: Callable[[int, int], None] | None,
         parallel_min_pages: int,
     ) -> BuildReport:
@@ -267,6 +277,7 @@ class _Build:
             "version": MANIFEST_VERSION,
             "base_url": self.base,
             "fingerprint": fingerprint,
+            "inputs": inputs,
             "files": self.files,
         }
         report = BuildReport(
@@ -420,6 +431,76 @@ def _publish(
     )
 
 
+def site_inputs(
+    session: Session,
+    settings: Mapping[str, Any],
+    content: Any,
+    base_url: str,
+    fingerprint: str,
+) -> str:
+    """Return a digest of everything ``plan_site`` reads, so an unchanged site is not re-planned.
+
+    Covers the rendering code, the settings, today's date (offers carry a price-valid-until
+    date), the content files, every file of the theme folders and every row of the tables
+    the plan reads (``PLANNED_TABLES``; a test fails when the plan starts reading another).
+    """
+    from engine.pages import template_dirs
+
+    digest = hashlib.sha256()
+    plain = (str, int, float, bool, list, dict, tuple, type(None))
+    values = sorted((k, v) for k, v in settings.items() if isinstance(v, plain))
+    for part in (fingerprint, base_url, today_in(settings), content.digest, values):
+        digest.update(repr(part).encode() + b"\x00")
+    for folder in template_dirs(settings):
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames.sort()
+            for name in sorted(filenames):
+                stat = os.stat(os.path.join(dirpath, name))
+                entry = (os.path.join(dirpath, name), stat.st_size, stat.st_mtime_ns)
+                digest.update(repr(entry).encode())
+    connection = session.connection()
+    for table in PLANNED_TABLES:
+        # Raw rows: no JSON or number decoding, just their text, in a stable order.
+        result = connection.exec_driver_sql(f"SELECT * FROM {table} ORDER BY id")
+        for row in result:
+            digest.update(repr(tuple(row)).encode())
+    return digest.hexdigest()
+
+
+#: The tables ``plan_site`` reads; ``site_inputs`` digests their rows.
+PLANNED_TABLES = ("product", "variant")
+
+
+def reuse_unchanged_site(
+    settings: Mapping[str, Any], out: Path | None, inputs: str
+) -> BuildReport | None:
+    """Return a report for a live site built from exactly these inputs, or None to build."""
+    folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
+    if folder.live() is None:
+        return None
+    with folder.locked():
+        live = folder.live()
+        manifest = read_manifest(live)
+        if live is None or not inputs or manifest.get("inputs") != inputs:
+            return None
+        root = live / "site"
+        files = manifest["files"]
+        if not all(os.path.isfile(root / file_for_path(path)) for path in files):
+            return None
+        report = BuildReport(
+            written=0,
+            unchanged=len(files),
+            removed=0,
+            seconds=0.0,
+            output=folder.out,
+            generation=live,
+        )
+        command = str(settings.get("PUBLISH_COMMAND") or "").strip()
+        if command:
+            _publish(command, folder, report, settings)
+    return report
+
+
 def build_site(
     session: Session,
     settings: Mapping[str, Any],
@@ -438,6 +519,22 @@ def build_site(
     OutputFolder(Path(out or settings["OUTPUT_DIR"])).live()
     content = load_content(Path(str(settings["CONTENT_DIR"])))
     loaded = time.perf_counter()
+    fingerprint = code_fingerprint()
+    inputs = site_inputs(session, settings, content, base, fingerprint)
+    if not full:
+        try:
+            reused = reuse_unchanged_site(settings, out, inputs)
+        except PublishCommandError as exc:
+            exc.report.seconds = time.perf_counter() - started
+            raise
+        if reused is not None:
+            reused.seconds = time.perf_counter() - started
+            reused.phases = {
+                "content": loaded - started,
+                "inputs": reused.seconds - loaded + started,
+            }
+            return reused
+    digested = time.perf_counter()
     site = plan_site(session, settings, content, base_url=base)
     planned = time.perf_counter()
     environment = make_environment(settings, base_url=base)
@@ -454,16 +551,24 @@ def build_site(
             full=full,
             base_url=base,
             progress=progress,
-            fingerprint=code_fingerprint(),
+            fingerprint=fingerprint,
+            inputs=inputs,
         )
     except PublishCommandError as exc:
-        _add_planning_time(exc.report, started, loaded, planned)
+        _add_planning_time(exc.report, started, loaded, digested, planned)
         raise
-    _add_planning_time(report, started, loaded, planned)
+    _add_planning_time(report, started, loaded, digested, planned)
     return report
 
 
-def _add_planning_time(report: BuildReport, started: float, loaded: float, planned: float) -> None:
-    """Count loading content and planning in a report's time and phases."""
-    report.phases = {"content": loaded - started, "plan": planned - loaded, **report.phases}
+def _add_planning_time(
+    report: BuildReport, started: float, loaded: float, digested: float, planned: float
+) -> None:
+    """Count loading content, digesting inputs and planning in a report's time and phases."""
+    report.phases = {
+        "content": loaded - started,
+        "inputs": digested - loaded,
+        "plan": planned - digested,
+        **report.phases,
+    }
     report.seconds += planned - started
