@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
-from flask import Blueprint, Response, abort, current_app, request, send_file
+from flask import Blueprint, Response, abort, current_app, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import MethodNotAllowed
 
@@ -81,7 +81,9 @@ def page(path: str) -> ResponseReturnValue:
 
     asset = site.assets.get(url_path)
     if asset is not None:
-        response = send_file(asset, mimetype=_mimetype(asset), max_age=0)
+        # Whole bytes, not a stream: theme and content files are small, and no file
+        # handle outlives the request.
+        response = Response(asset.read_bytes(), mimetype=_mimetype(asset))
         response.headers["Cache-Control"] = "no-store"
         return response
 
