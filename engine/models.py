@@ -6,7 +6,18 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from engine.db import Base, Money, Str255, Timestamp, UTCDateTime, utcnow
@@ -245,3 +256,68 @@ class MailMessage(Base):
     provider_message_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[Timestamp] = mapped_column(default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+# --- page views ------------------------------------------------------------------------------
+
+
+class VisitorSalt(Base):
+    """The random key of one day's visitor hashes; deleted two days on, so hashes expire."""
+
+    __tablename__ = "visitor_salt"
+
+    #: The day in ``TIMEZONE`` the salt keys.
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    salt: Mapped[str] = mapped_column(String(64))  # hex of 32 random bytes
+    created_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+
+
+class PageView(Base):
+    """One page view as it arrived (never an IP or user agent); purged after roll-up."""
+
+    __tablename__ = "page_view"
+    __table_args__ = (
+        Index("ix_page_view_day_path", "day", "path"),
+        Index("ix_page_view_visitor_ts", "visitor", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    #: The day in ``TIMEZONE`` the view happened.
+    day: Mapped[dt.date] = mapped_column(Date)
+    ts: Mapped[Timestamp]
+    path: Mapped[str] = mapped_column(String(512))
+    channel: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(100), default="")
+    medium: Mapped[str] = mapped_column(String(100), default="")
+    campaign: Mapped[str] = mapped_column(String(100), default="")
+    #: The restock email link token (``et``) the visit landed with, for campaign attribution.
+    engine_token: Mapped[str] = mapped_column(String(256), default="")
+    #: The day's anonymous visitor id (keyed hash; its salt is deleted after two days).
+    visitor: Mapped[str] = mapped_column(String(32))
+    #: True when the view came from outside the site (a landing), False for a click within it.
+    entry: Mapped[bool] = mapped_column(Boolean)
+
+
+class PageViewDaily(Base):
+    """Views and unique visitors of one page on one day, kept forever."""
+
+    __tablename__ = "page_view_daily"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    path: Mapped[str] = mapped_column(String(512), primary_key=True)
+    views: Mapped[int] = mapped_column(Integer)
+    visitors: Mapped[int] = mapped_column(Integer)
+    entries: Mapped[int] = mapped_column(Integer)
+
+
+class PageViewSourceDaily(Base):
+    """Views and unique visitors of one page on one day from one channel and source."""
+
+    __tablename__ = "page_view_source_daily"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    path: Mapped[str] = mapped_column(String(512), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    source: Mapped[str] = mapped_column(String(100), primary_key=True)
+    views: Mapped[int] = mapped_column(Integer)
+    visitors: Mapped[int] = mapped_column(Integer)

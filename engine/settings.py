@@ -100,6 +100,10 @@ DEFAULTS: dict[str, Any] = {
     "RESTOCK_WAVE_FACTOR": 3.0,
     "RESTOCK_WAVE_INTERVAL_MINUTES": 60,
     "RECONCILE_AFTER_SECONDS": 60,
+    # Page views (cookieless tracking)
+    "TRACKING_RAW_RETENTION_DAYS": 90,  # raw views are purged after this; roll-ups stay
+    "TRACKING_BATCH_MAX_ROWS": 500,  # most views one group commit writes
+    "TRACKING_COMMIT_TIMEOUT_SECONDS": 30.0,  # a view not committed by then answers 503
     # Web service
     "SERVE_THREADS": 8,
 }
