@@ -321,3 +321,34 @@ class PageViewSourceDaily(Base):
     source: Mapped[str] = mapped_column(String(100), primary_key=True)
     views: Mapped[int] = mapped_column(Integer)
     visitors: Mapped[int] = mapped_column(Integer)
+
+
+class JobLock(Base):
+    """One scheduled job's lease (who may run it now) and how its last run went."""
+
+    __tablename__ = "job_lock"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # "<host>:<pid>:<random>" of the scheduler that last took the lease.
+    owner: Mapped[str] = mapped_column(String(255), default="")
+    # NULL when nobody holds it; a holder that died loses it when this time passes.
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # Empty when the last run succeeded.
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class SchedulerHeartbeat(Base):
+    """A running scheduler (``engine worker`` or ``engine serve``), beating every few seconds."""
+
+    __tablename__ = "scheduler_heartbeat"
+
+    owner: Mapped[str] = mapped_column(String(255), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[Timestamp]
+    beat_at: Mapped[Timestamp]
+    # Set on a clean shutdown; a crashed scheduler just stops beating.
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
