@@ -154,7 +154,10 @@ def price_valid_until(today: dt.date, days: int) -> dt.date:
 
 @dataclass(frozen=True)
 class SiteInfo:
-    """Site-wide facts templates can read as ``site`` (and nothing else from settings)."""
+    """Every setting pages depend on; templates read it as ``site`` (no other settings).
+
+    Its digest is part of every page key, so a setting that changes pages belongs here.
+    """
 
     name: str
     url: str
@@ -172,6 +175,9 @@ class SiteInfo:
     transit_days: tuple[int, int]
     return_days: int
     return_fees: str
+    category_page_size: int
+    related_products: int
+    home_highlights: int
     digest: str = field(default="", compare=False)
 
     def shipping_details(self) -> dict[str, Any]:
@@ -269,6 +275,9 @@ def site_info(
         ),
         return_days=int(settings.get("RETURN_DAYS", 30)),
         return_fees=str(settings.get("RETURN_FEES") or "free"),
+        category_page_size=max(1, int(settings.get("CATEGORY_PAGE_SIZE", 24))),
+        related_products=max(0, int(settings.get("RELATED_PRODUCTS", 4))),
+        home_highlights=max(0, int(settings.get("HOME_HIGHLIGHTS", 8))),
     )
     values = tuple(getattr(info, f.name) for f in dataclasses.fields(info) if f.name != "digest")
     return dataclasses.replace(info, digest=_hash(repr(values)))
@@ -458,7 +467,11 @@ class Crumb(NamedTuple):
     path: str
 
 
-@dataclass(frozen=True, slots=True)
+# View objects are read-only by convention, not frozen: a frozen dataclass's __init__
+# sets each field through object.__setattr__, which shows at 100,000 products.
+
+
+@dataclass(slots=True)
 class Chrome:
     """What every page shows around its content: category navigation and footer links."""
 
@@ -485,7 +498,7 @@ class PageMeta(NamedTuple):
     indexable: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class VariantView:
     """A variant as product pages show it."""
 
@@ -501,7 +514,7 @@ class VariantView:
     image: Image | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Card:
     """A product as lists show it (categories, guides, related products, home)."""
 
@@ -515,7 +528,7 @@ class Card:
     digest: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProductView:
     """Everything a product's own page shows about it."""
 
@@ -640,7 +653,11 @@ def _card(
 
 
 def _catalog_view(
-    row: Any, variants: list[Any], doc: Document | None, urls: SiteURLs, decode: _Decoder
+    row: _ProductRow,
+    variants: list[tuple[Any, ...]],
+    doc: Document | None,
+    urls: SiteURLs,
+    decode: _Decoder,
 ) -> ProductView:
     """Build the page view of an active, published catalog product."""
     meta = doc.meta if doc else {}
@@ -650,27 +667,39 @@ def _catalog_view(
         images.insert(0, Image(str(meta["image"]), str(meta.get("image_alt") or title)))
     option_names = tuple(str(name) for name in decode.json(row.option_names))
     views = []
-    for v in variants:
-        values = decode.json(v.option_values)
+    for (
+        _product_id,
+        variant_id,
+        sku,
+        option_values,
+        raw_price,
+        raw_compare_at,
+        barcode,
+        grams,
+        image,
+        tracked,
+        policy,
+        stock,
+        is_sellable,
+    ) in variants:
+        values = decode.json(option_values)
         is_default = not values or values == ["Default Title"]
-        price = decode.money(v.price) or Decimal("0.00")  # the column is NOT NULL
-        compare_at = decode.money(v.compare_at_price)
+        price = decode.money(raw_price) or Decimal("0.00")  # the column is NOT NULL
+        compare_at = decode.money(raw_compare_at)
         views.append(
             VariantView(
-                id=v.id,
-                sku=v.sku or "",
+                id=variant_id,
+                sku=sku or "",
                 title="" if is_default else " / ".join(map(str, values)),
                 options=()
                 if is_default
                 else tuple(zip(option_names, map(str, values), strict=False)),
                 price=price,
                 compare_at=compare_at if compare_at and compare_at > price else None,
-                availability=_availability(
-                    v.sellable, v.inventory_tracked, v.stock, v.inventory_policy
-                ),
-                barcode=(v.barcode or "").lstrip("'"),
-                grams=v.grams or 0,
-                image=Image(v.image, title) if v.image else None,
+                availability=_availability(is_sellable, tracked, stock, policy),
+                barcode=(barcode or "").lstrip("'"),
+                grams=grams or 0,
+                image=Image(image, title) if image else None,
             )
         )
     sellable = [v for v in views if v.availability != OUT_OF_STOCK]
@@ -850,28 +879,62 @@ class _Decoder:
         return value
 
 
-def load_catalog(session: Session, content: Content, urls: SiteURLs) -> _Catalog:
-    """Read every product and variant in two queries and build the live product views."""
+class _ProductRow(NamedTuple):
+    id: int
+    handle: str
+    title: str
+    body_html: str
+    vendor: str
+    product_type: str
+    tags: Any
+    status: str
+    published: Any
+    seo_title: str
+    seo_description: str
+    option_names: Any
+    images: Any
+
+
+@dataclass
+class CatalogRows:
+    """The catalog's rows as the database driver returned them (read once per plan)."""
+
+    products: list[tuple[Any, ...]]
+    variants: list[tuple[Any, ...]]
+
+    def digest(self) -> str:
+        """Return a digest of every row: equal digests mean the same catalog."""
+        return _hash(repr(self.products) + repr(self.variants))
+
+
+def read_catalog(session: Session) -> CatalogRows:
+    """Read every product and variant row in two queries."""
     session.flush()
     connection = session.connection()
     # Plain driver rows: the ORM's and Core's per-row type processing costs more than
     # everything else in planning a large catalog; columns are decoded here instead.
     product, variant = Product.__tablename__, Variant.__tablename__
     products = connection.exec_driver_sql(
-        f"SELECT {', '.join(_PRODUCT_COLUMNS)} FROM {product}"
+        f"SELECT {', '.join(_PRODUCT_COLUMNS)} FROM {product} ORDER BY id"
     ).fetchall()
-    by_product: dict[int, list[Any]] = defaultdict(list)
-    for row in connection.exec_driver_sql(
+    variants = connection.exec_driver_sql(
         f"SELECT {', '.join(_VARIANT_COLUMNS)} FROM {variant} ORDER BY product_id, position, id"
-    ):
-        by_product[row.product_id].append(row)
+    ).fetchall()
+    return CatalogRows([tuple(row) for row in products], [tuple(row) for row in variants])
 
+
+def build_catalog(rows: CatalogRows, content: Content, urls: SiteURLs) -> _Catalog:
+    """Build the live product views from the catalog rows and the product Markdown."""
+    by_product: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    for variant in rows.variants:
+        by_product[variant[0]].append(variant)
     decode = _Decoder()
     views: dict[str, ProductView] = {}
     archived: set[str] = set()
     handles: set[str] = set()
     tags: dict[str, tuple[str, ...]] = {}
-    for row in products:
+    for raw in rows.products:
+        row = _ProductRow._make(raw)
         handles.add(row.handle)
         if row.status == "archived":
             archived.add(row.handle)
@@ -916,11 +979,16 @@ def plan_site(
     settings: Mapping[str, Any],
     content: Content,
     base_url: str | None = None,
+    *,
+    rows: CatalogRows | None = None,
 ) -> Site:
-    """Decide every page, redirect and static file; raise ``ContentErrors`` on bad content."""
+    """Decide every page, redirect and static file; raise ``ContentErrors`` on bad content.
+
+    ``rows`` (from ``read_catalog``) saves reading the catalog again when the caller has.
+    """
     info = site_info(settings, base_url)
     urls = site_urls(info)
-    catalog = load_catalog(session, content, urls)
+    catalog = build_catalog(rows or read_catalog(session), content, urls)
     errors = list(check_references(content, catalog.handles))
     if errors:
         raise ContentErrors(errors)
@@ -973,9 +1041,9 @@ class _Planner:
         self.views = catalog.views
         self.urls = urls
         self.info = info
-        self.page_size = max(1, int(settings.get("CATEGORY_PAGE_SIZE", 24)))
-        self.related_count = max(0, int(settings.get("RELATED_PRODUCTS", 4)))
-        self.highlights = max(0, int(settings.get("HOME_HIGHLIGHTS", 8)))
+        self.page_size = info.category_page_size
+        self.related_count = info.related_products
+        self.highlights = info.home_highlights
         self.errors: list[ContentError] = []
         self.members = self._category_members()
         self.primary: dict[str, str] = {}

@@ -150,3 +150,24 @@ def test_content_errors_show_a_page_for_the_marketer(
     assert "Content needs fixing" in body
     assert "guides/bad.md:5: unknown field &#x27;colour&#x27;" in body
     assert "<guide>" not in body
+
+
+def test_preview_follows_content_and_theme_edits(
+    preview: tuple[Flask, FlaskClient], tmp_path: Path
+) -> None:
+    app, client = preview
+    guide = Path(app.config["CONTENT_DIR"]) / "guides/choosing-a-tent.md"
+    assert b"<h1>Choosing a backpacking tent</h1>" in client.get("/guides/choosing-a-tent/").data
+    guide.write_text(guide.read_text().replace("title: Choosing", "title: Picking"))
+    assert b"<h1>Picking a backpacking tent</h1>" in client.get("/guides/choosing-a-tent/").data
+    theme = tmp_path / "theme"
+    write(theme, "pages/page.html.j2", '{% extends "layout.html.j2" %}'
+          "{% block main %}<h1>Ours: {{ heading }}</h1>{% endblock %}")  # fmt: skip
+    app.config["TEMPLATES_DIR"] = str(theme)
+    assert b"<h1>Ours: About us</h1>" in client.get("/about/").data
+    (theme / "pages/page.html.j2").write_text(
+        '{% extends "layout.html.j2" %}{% block main %}<h1>Theirs: {{ heading }}</h1>{% endblock %}'
+    )
+    page = client.get("/about/").data
+    assert b"<h1>Theirs: About us</h1>" in page
+    assert page == render_page(make_environment(app.config), site_now(app).page("/about/"))

@@ -2,18 +2,24 @@
 
 A catch-all ``GET`` route with the lowest priority: every other blueprint's routes
 (``/api/``, ``/hooks/``, ``/waitlist/``, ``/unsubscribe/``, ``/admin/``, ``/healthz``) match
-first, and paths under those prefixes never become pages here. Each request loads the
-content and plans the site afresh (so the preview always shows the catalog and files as
-they are now) but renders only the page asked for.
+first, and paths under those prefixes never become pages here.
+
+Each request reads the catalog rows and checks the content and theme files, so the preview
+always shows things as they are now, and renders only the page asked for. The site plan
+is kept between requests and made again only when the rows' digest, the content files'
+digest, a template, or a setting differs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import mimetypes
+import os
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,7 +29,7 @@ from flask import Blueprint, Response, abort, current_app, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import MethodNotAllowed
 
-from engine.content import ContentErrors, load_content
+from engine.content import Content, ContentErrors, load_content
 from engine.db import get_db
 from engine.pages import (
     GONE_PATH,
@@ -31,6 +37,7 @@ from engine.pages import (
     Site,
     make_environment,
     plan_site,
+    read_catalog,
     render_page,
     site_info,
     template_digest,
@@ -57,12 +64,56 @@ def environment(settings: Mapping[str, Any]) -> jinja2.Environment:
     return env
 
 
+def content_stamp(folder: Path) -> str:
+    """Return a digest of every file under the content folder (names and bytes).
+
+    Bytes, not modification times: two saves within one filesystem clock tick must not
+    leave the preview showing the first.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(path.encode() + b"\x00")
+            with open(path, "rb") as handle:
+                digest.update(handle.read())
+            digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+@dataclass
+class _PlanCache:
+    """The last plan made for an app, and what it was made from."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    key: tuple[Any, ...] | None = None
+    site: Site | None = None
+    stamp: str | None = None
+    content: Content | None = None
+
+
 def current_site() -> Site:
-    """Load the content and plan the site as it is right now."""
+    """Return the site plan for the catalog, content, theme and settings as they are now."""
     settings = current_app.config
-    content = load_content(Path(str(settings["CONTENT_DIR"])))
+    cache: _PlanCache = current_app.extensions.setdefault("engine.preview", _PlanCache())
+    folder = Path(str(settings["CONTENT_DIR"]))
+    stamp = content_stamp(folder)
     with get_db().sessions() as session:
-        return plan_site(session, settings, content)
+        rows = read_catalog(session)
+    key = (stamp, rows.digest(), template_digest(settings), site_info(settings).digest)
+    with cache.lock:
+        if cache.key == key and cache.site is not None:
+            return cache.site
+        content = cache.content if cache.stamp == stamp and cache.content else None
+        if content is None:
+            cache.stamp, cache.content = None, None
+            content = load_content(folder)
+            cache.stamp, cache.content = stamp, content
+        with get_db().sessions() as session:
+            site = plan_site(session, settings, content, rows=rows)
+        cache.key, cache.site = key, site
+        return site
 
 
 @bp.get("/", defaults={"path": ""})
