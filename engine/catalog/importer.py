@@ -297,10 +297,12 @@ class CatalogWriter:
             self.session.add_all(created)
             self.session.flush()
             for variant in created:
-                change = set_stock(
+                # A new variant's first sellable stock is recorded as a restock (that is how
+                # a coming-soon product's arrival reaches its waitlist), but the summary's
+                # "restocked" counts only variants that were already in the catalog.
+                set_stock(
                     self.session, variant, variant.stock, source="import", at=self.now, new=True
                 )
-                self.count(change)
         self.session.flush()
 
     def load_products(self, handles: list[str]) -> dict[str, Product]:
