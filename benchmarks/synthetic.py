@@ -307,13 +307,15 @@ def write_content(products: list[SyntheticProduct], content: Path, seed: int = 7
     by_type: dict[str, list[SyntheticProduct]] = {}
     for product in active:
         by_type.setdefault(product.product_type, []).append(product)
+    pairs: set[frozenset[str]] = set()
     for index in range(max(2, len(products) // 50)):
         group = by_type[TYPES[index % len(TYPES)]]
         first, second = rng.sample(group, 2)
-        name = f"{first.handle}-vs-{second.handle}"
-        path = content / "comparisons" / f"{name}.md"
-        if path.exists():
+        pair = frozenset((first.handle, second.handle))
+        if pair in pairs:  # one comparison per pair, whichever way round
             continue
+        pairs.add(pair)
+        path = content / "comparisons" / f"{first.handle}-vs-{second.handle}.md"
         path.write_text(
             _front_matter(
                 [
