@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -154,17 +157,64 @@ def run_server(app: Flask, host: str, port: int, *, scheduler: bool) -> None:
     """Run waitress with threads, with the scheduler in-process unless told not to."""
     from waitress import serve as waitress_serve
 
+    from engine.scheduler import JobScheduler
+
+    log_to_stderr()
+    jobs = JobScheduler(get_db(app), app.config, role="serve") if scheduler else None
+    # waitress stops serving on SystemExit; SIGTERM would otherwise end the process at once,
+    # leaving running jobs half done until their leases run out.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     click.echo(f"serving {app.config['SITE_NAME']} on http://{host}:{port}/", err=True)
-    waitress_serve(
-        app,
-        host=host,
-        port=port,
-        threads=int(app.config["SERVE_THREADS"]),
-        ident="engine",
-        # Behind TRUSTED_PROXIES hops the app reads X-Forwarded-For itself (ProxyFix);
-        # otherwise waitress drops the headers so no client can claim another address.
-        clear_untrusted_proxy_headers=int(app.config.get("TRUSTED_PROXIES") or 0) == 0,
+    try:
+        if jobs is not None:
+            jobs.start()
+        waitress_serve(
+            app,
+            host=host,
+            port=port,
+            threads=int(app.config["SERVE_THREADS"]),
+            ident="engine",
+            # Behind TRUSTED_PROXIES hops the app reads X-Forwarded-For itself (ProxyFix);
+            # otherwise waitress drops the headers so no client can claim another address.
+            clear_untrusted_proxy_headers=int(app.config.get("TRUSTED_PROXIES") or 0) == 0,
+        )
+    finally:
+        # Restored first: a second SIGTERM while running jobs finish ends the process.
+        signal.signal(signal.SIGTERM, previous)
+        if jobs is not None:
+            jobs.stop()
+
+
+def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def log_to_stderr() -> None:
+    """Send INFO logs (scheduler, jobs, server) to stderr unless logging is set up already."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # APScheduler logs every firing at INFO (a line per job every few seconds); its warnings
+    # (a job still running when due again, a missed run) stay visible.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+@click.command("worker")
+@with_appcontext
+def worker() -> None:
+    """Run the scheduled jobs (mail queue, purges, ...) in the foreground until SIGTERM/SIGINT.
+
+    Any number of workers (and `engine serve` processes) may share one PostgreSQL database:
+    each job takes a lease in the database first, so it never runs twice at once.
+    """
+    from engine.scheduler import run_worker
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    ensure_schema(app)
+    log_to_stderr()
+    run_worker(get_db(app), app.config)
 
 
 @click.command("build")
@@ -395,6 +445,7 @@ def init_app(app: Flask) -> None:
         stock_group,
         catalog_group,
         serve,
+        worker,
         build,
         demo,
         waitlist_group,

@@ -78,6 +78,10 @@ DEFAULTS: dict[str, Any] = {
     "MAIL_QUEUE_BACKOFF_SECONDS": 60,
     "MAIL_QUEUE_BACKOFF_MAX_SECONDS": 3600,
     "MAIL_QUEUE_LEASE_SECONDS": 900,
+    "MAIL_QUEUE_INTERVAL_SECONDS": 5,  # the mail-queue job; 0 = not scheduled
+    "MAIL_QUEUE_MAX_DELAY_SECONDS": 600,  # /healthz: 503 when a due email waits longer
+    "MAIL_PURGE_INTERVAL_SECONDS": 86400,  # the mail-purge job
+    "MAIL_SENT_RETENTION_DAYS": 30,  # sent emails are deleted this long after sending
     # Hooks and feeds
     "INVENTORY_WEBHOOK_SECRET": "",
     "ORDERS_WEBHOOK_SECRET": "",
@@ -88,6 +92,7 @@ DEFAULTS: dict[str, Any] = {
     ),
     "WAITLIST_MAX_QUANTITY": 10,
     "WAITLIST_UNCONFIRMED_DAYS": 7,
+    "WAITLIST_PURGE_INTERVAL_SECONDS": 3600,  # the waitlist-purge job
     "WAITLIST_CONFIRM_RESEND_MINUTES": 60,
     "WAITLIST_CONFIRMATIONS_PER_DAY": 3,
     "WAITLIST_CLIENT_LIMIT": 5,
@@ -106,6 +111,11 @@ DEFAULTS: dict[str, Any] = {
     "TRACKING_COMMIT_TIMEOUT_SECONDS": 30.0,  # a view not committed by then answers 503
     # Web service
     "SERVE_THREADS": 8,
+    # Scheduler (engine worker, engine serve) and /healthz
+    "SCHEDULER_HEARTBEAT_SECONDS": 10,
+    "SCHEDULER_HEARTBEAT_MAX_AGE_SECONDS": 60,
+    "SCHEDULER_LEASE_SECONDS": 60,  # a job holder that stops renewing loses it after this
+    "HEALTH_REQUIRE_SCHEDULER": True,  # /healthz: 503 when no scheduler has ever run
 }
 
 

@@ -62,6 +62,8 @@ def config(database_url: str, tmp_path: Path) -> dict[str, Any]:
         "CONTENT_DIR": str(tmp_path / "content"),
         "TEMPLATES_DIR": str(REPO / "templates"),
         "OUTPUT_DIR": str(tmp_path / "site"),
+        # No scheduler runs beside a test app; tests of /healthz's scheduler check turn it on.
+        "HEALTH_REQUIRE_SCHEDULER": False,
     }
 
 

@@ -52,7 +52,12 @@ def _free_port() -> int:
 
 def test_serve_upgrades_an_empty_sqlite_database_and_answers(tmp_path: Path) -> None:
     port = _free_port()
-    env = {**os.environ, "ENGINE_INSTANCE_PATH": str(tmp_path / "instance")}
+    env = {
+        **os.environ,
+        "ENGINE_INSTANCE_PATH": str(tmp_path / "instance"),
+        # --no-scheduler and no worker: /healthz would rightly answer 503 otherwise.
+        "ENGINE_HEALTH_REQUIRE_SCHEDULER": "false",
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "engine", "serve", "--port", str(port), "--no-scheduler"],
         env=env,

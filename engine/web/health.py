@@ -2,31 +2,82 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.db import get_db
+from engine.db import Database, get_db, utcnow
+from engine.mailqueue import queue_backlog
+from engine.scheduler import scheduler_status
 
 bp = Blueprint("health", __name__)
+
+#: A check: (database, settings, now) -> a JSON-able dict with at least ``"ok": bool``.
+HealthCheck = Callable[[Database, Mapping[str, Any], dt.datetime], dict[str, Any]]
+
+
+def check_database(db: Database, settings: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """Return whether the database answers a query."""
+    with db.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    return {"ok": True}
+
+
+def check_scheduler(db: Database, settings: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """Return the newest scheduler heartbeat's state and each job's last run."""
+    with db.sessions() as session:
+        return scheduler_status(session, settings, now)
+
+
+def check_mail_queue(db: Database, settings: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """Return the mail queue's backlog; not ok when a due email waited too long."""
+    max_delay = float(settings["MAIL_QUEUE_MAX_DELAY_SECONDS"])
+    with db.sessions() as session:
+        backlog = queue_backlog(session, now)
+    return {
+        "ok": backlog["oldest_due_seconds"] <= max_delay,
+        **backlog,
+        "max_delay_seconds": max_delay,
+    }
+
+
+#: Every check, in order; the response is 503 when any is not ok. A part adds its own with
+#: one entry here (e.g. stuck campaigns once campaigns exist). "database" goes first: when it
+#: fails, the others are reported as not run.
+CHECKS: dict[str, HealthCheck] = {
+    "database": check_database,
+    "scheduler": check_scheduler,
+    "mail_queue": check_mail_queue,
+}
 
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
-    """Report the database's reachability; 503 when something is down."""
+    """Report the database, scheduler heartbeat and mail queue; 503 when something is down."""
+    db = get_db()
+    settings = current_app.config
+    now = utcnow()
     checks: dict[str, Any] = {}
-    healthy = True
-    try:
-        with get_db().engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        checks["database"] = {"ok": True}
-    except SQLAlchemyError as exc:
-        healthy = False
-        checks["database"] = {"ok": False, "error": type(exc).__name__}
-    body = {"status": "ok" if healthy else "unavailable", "checks": checks}
+    for name, check in CHECKS.items():
+        if name != "database" and not checks["database"]["ok"]:
+            checks[name] = {"ok": False, "error": "not checked: the database is unreachable"}
+            continue
+        try:
+            checks[name] = check(db, settings, now)
+        except SQLAlchemyError as exc:
+            # The class name only: messages can carry the database URL.
+            checks[name] = {"ok": False, "error": type(exc).__name__}
+    healthy = all(check["ok"] for check in checks.values())
+    body = {
+        "status": "ok" if healthy else "unavailable",
+        "time": now.isoformat(timespec="seconds"),
+        "checks": checks,
+    }
     response = jsonify(body)
     response.status_code = 200 if healthy else 503
     response.headers["Cache-Control"] = "no-store"
