@@ -276,10 +276,7 @@ class PageView(Base):
     """One page view as it arrived (never an IP or user agent); purged after roll-up."""
 
     __tablename__ = "page_view"
-    __table_args__ = (
-        Index("ix_page_view_day_path", "day", "path"),
-        Index("ix_page_view_visitor_ts", "visitor", "ts"),
-    )
+    __table_args__ = (Index("ix_page_view_day_path", "day", "path"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     #: The day in ``TIMEZONE`` the view happened.
@@ -296,6 +293,22 @@ class PageView(Base):
     visitor: Mapped[str] = mapped_column(String(32))
     #: True when the view came from outside the site (a landing), False for a click within it.
     entry: Mapped[bool] = mapped_column(Boolean)
+
+
+class PageVisit(Base):
+    """A visitor's running visit: where it came from, so clicks within it keep that source."""
+
+    __tablename__ = "page_visit"
+    __table_args__ = (Index("ix_page_visit_last_ts", "last_ts"),)
+
+    #: The visit's visitor id (see ``PageView.visitor``); deleted with the day's salt.
+    visitor: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_ts: Mapped[Timestamp]
+    channel: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(100), default="")
+    medium: Mapped[str] = mapped_column(String(100), default="")
+    campaign: Mapped[str] = mapped_column(String(100), default="")
+    engine_token: Mapped[str] = mapped_column(String(256), default="")
 
 
 class PageViewDaily(Base):

@@ -18,18 +18,29 @@ import datetime as dt
 import functools
 import secrets
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import CursorResult, Table, case, delete, distinct, func, insert, select
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Dialect,
+    Table,
+    case,
+    delete,
+    distinct,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from engine.models import PageView, PageViewDaily, PageViewSourceDaily, VisitorSalt
+from engine.models import PageView, PageViewDaily, PageViewSourceDaily, PageVisit, VisitorSalt
 from engine.tracking import MAX_USER_AGENT_LENGTH, Source, classify_source, is_bot, visitor_hash
 from engine.urls import is_reserved
 
@@ -49,6 +60,7 @@ PAGE_VIEW = cast(Table, PageView.__table__)
 DAILY = cast(Table, PageViewDaily.__table__)
 SOURCE_DAILY = cast(Table, PageViewSourceDaily.__table__)
 SALTS = cast(Table, VisitorSalt.__table__)
+VISITS = cast(Table, PageVisit.__table__)
 
 
 class Discard(StrEnum):
@@ -193,11 +205,13 @@ def read_view(
 # --- salts -------------------------------------------------------------------------------
 
 
-def _dialect(session: Session) -> str:
+def _dialect(session: Session | Connection) -> str:
+    if isinstance(session, Connection):
+        return session.dialect.name
     return session.get_bind().dialect.name
 
 
-def _day_salt(session: Session, day: dt.date, *, create: bool) -> bytes | None:
+def _day_salt(session: Session | Connection, day: dt.date, *, create: bool) -> bytes | None:
     """Return a day's salt, creating it when asked (racing creators agree on one row)."""
     found = session.execute(select(SALTS.c.salt).where(SALTS.c.day == day)).scalar()
     if found is None and create:
@@ -212,29 +226,29 @@ def _day_salt(session: Session, day: dt.date, *, create: bool) -> bytes | None:
 
 
 class SaltCache:
-    """Salts already read, per day; a salt never changes once stored, so caching is safe."""
+    """Salts already read, per day: a salt never changes once stored, so caching is safe.
+
+    A missing previous-day salt is remembered as missing too: once a day has begun, nothing
+    creates the day before's salt any more.
+    """
 
     def __init__(self) -> None:
-        self._salts: dict[dt.date, bytes] = {}
+        self._pairs: dict[dt.date, tuple[bytes, bytes | None]] = {}
         self._lock = threading.Lock()
 
-    def salts(self, session: Session, day: dt.date) -> tuple[bytes, bytes | None]:
+    def salts(self, session: Session | Connection, day: dt.date) -> tuple[bytes, bytes | None]:
         """Return the day's salt (created if needed) and the previous day's, if still kept."""
         with self._lock:
-            current = self._salts.get(day)
-            previous = self._salts.get(day - dt.timedelta(days=1))
-        if current is None:
+            pair = self._pairs.get(day)
+        if pair is None:
             current = _day_salt(session, day, create=True)
             assert current is not None
-        if previous is None:
-            previous = _day_salt(session, day - dt.timedelta(days=1), create=False)
-        with self._lock:
-            # Only the newest days are ever asked for: forget the rest.
-            self._salts = {d: s for d, s in self._salts.items() if d >= day - dt.timedelta(days=1)}
-            self._salts[day] = current
-            if previous is not None:
-                self._salts[day - dt.timedelta(days=1)] = previous
-        return current, previous
+            pair = (current, _day_salt(session, day - dt.timedelta(days=1), create=False))
+            with self._lock:
+                # Only the newest days are ever asked for: forget the rest.
+                self._pairs = {d: p for d, p in self._pairs.items() if d >= day}
+                self._pairs[day] = pair
+        return pair
 
 
 def visitor_salts(session: Session, day: dt.date) -> tuple[bytes, bytes | None]:
@@ -252,14 +266,78 @@ def purge_salts(session: Session, today: dt.date) -> int:
 # --- storing -----------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Visit:
-    ts: dt.datetime
-    source: Source
+_VIEW_COLUMNS = (
+    "day",
+    "ts",
+    "path",
+    "channel",
+    "source",
+    "medium",
+    "campaign",
+    "engine_token",
+    "visitor",
+    "entry",
+)
+_SOURCE_FIELDS = ("channel", "source", "medium", "campaign", "engine_token")
+_VISIT_COLUMNS = ("visitor", "last_ts", *_SOURCE_FIELDS)
+
+
+class _Statements:
+    """The ingestion statements as driver SQL for one dialect, with its value converters.
+
+    Views arrive hundreds per second, so their statements skip SQLAlchemy's compiler: one
+    multi-row INSERT per batch (one round trip, not one per row), values converted by the
+    same type processors SQLAlchemy would use.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self.view_processors = [_processor(PAGE_VIEW, name, dialect) for name in _VIEW_COLUMNS]
+        self.visit_processors = [_processor(VISITS, name, dialect) for name in _VISIT_COLUMNS]
+        processor = VISITS.c.last_ts.type.dialect_impl(dialect).result_processor(dialect, None)
+        self.read_ts: Callable[[Any], Any] = processor or (lambda value: value)
+
+    def insert_views(self, rows: int) -> str:
+        """Return the INSERT of ``rows`` page views."""
+        return _multi_row_sql(self.mark, PAGE_VIEW.name, _VIEW_COLUMNS, rows, "")
+
+    def upsert_visits(self, rows: int) -> str:
+        """Return the upsert of ``rows`` visits (one per visitor)."""
+        updates = ", ".join(f"{name} = excluded.{name}" for name in _VISIT_COLUMNS[1:])
+        suffix = f" ON CONFLICT (visitor) DO UPDATE SET {updates}"
+        return _multi_row_sql(self.mark, VISITS.name, _VISIT_COLUMNS, rows, suffix)
+
+    def select_visits(self, visitors: int) -> str:
+        """Return the SELECT of ``visitors`` visitors' running visits."""
+        return _select_visits_sql(self.mark, visitors)
+
+
+@functools.lru_cache(maxsize=2048)
+def _multi_row_sql(mark: str, table: str, columns: tuple[str, ...], rows: int, suffix: str) -> str:
+    group = "(" + ", ".join([mark] * len(columns)) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([group] * rows)}{suffix}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _select_visits_sql(mark: str, visitors: int) -> str:
+    return (
+        f"SELECT {', '.join(_VISIT_COLUMNS)} FROM {VISITS.name} "
+        f"WHERE visitor IN ({', '.join([mark] * visitors)})"
+    )
+
+
+def _processor(table: Table, name: str, dialect: Dialect) -> Callable[[Any], Any]:
+    processor = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+    return processor or (lambda value: value)
+
+
+@functools.cache
+def _statements(dialect: Dialect) -> _Statements:
+    return _Statements(dialect)
 
 
 def store_page_views(
-    session: Session,
+    session: Session | Connection,
     site: TrackingSite,
     views: Sequence[PendingView],
     salts: SaltCache | None = None,
@@ -271,12 +349,14 @@ def store_page_views(
     """
     if not views:
         return
+    connection = session if isinstance(session, Connection) else session.connection()
+    sql = _statements(connection.dialect)
     salts = salts or SaltCache()
     keyed: list[tuple[PendingView, str, str | None]] = []
     day_salts: dict[dt.date, tuple[bytes, bytes | None]] = {}
     for view in views:
         if view.day not in day_salts:
-            day_salts[view.day] = salts.salts(session, view.day)
+            day_salts[view.day] = salts.salts(connection, view.day)
         salt, previous_salt = day_salts[view.day]
         hashed = visitor_hash(salt, site.host, view.ip, view.user_agent)
         earlier = (
@@ -286,56 +366,77 @@ def store_page_views(
         )
         keyed.append((view, hashed, earlier))
 
-    visits = _recent_visits(
-        session,
-        {h for _, hashed, earlier in keyed for h in (hashed, earlier) if h},
-        min(view.ts for view in views) - VISIT_TIMEOUT,
+    visits = _running_visits(
+        connection, sql, sorted({h for _, hashed, earlier in keyed for h in (hashed, earlier) if h})
     )
-    rows: list[dict[str, Any]] = []
+    view_values: list[Any] = []
+    touched: dict[str, tuple[dt.datetime, Source]] = {}
+    processors = sql.view_processors
     for view, current, previous in keyed:
         visitor = current
         if previous is not None and current not in visits:
             running = visits.get(previous)
-            if running is not None and view.ts - running.ts <= VISIT_TIMEOUT:
+            if running is not None and view.ts - running[0] <= VISIT_TIMEOUT:
                 visitor = previous
         source = view.source
         if not view.entry:
             visit = visits.get(visitor)
-            if visit is not None and view.ts - visit.ts <= VISIT_TIMEOUT:
-                source = visit.source
-        visits[visitor] = _Visit(view.ts, source)
-        rows.append(
-            {
-                "day": view.day,
-                "ts": view.ts,
-                "path": view.path,
-                "channel": source.channel,
-                "source": source.source,
-                "medium": source.medium,
-                "campaign": source.campaign,
-                "engine_token": source.engine_token,
-                "visitor": visitor,
-                "entry": view.entry,
-            }
+            if visit is not None and view.ts - visit[0] <= VISIT_TIMEOUT:
+                source = visit[1]
+        visits[visitor] = touched[visitor] = (view.ts, source)
+        values = (
+            view.day,
+            view.ts,
+            view.path,
+            source.channel,
+            source.source,
+            source.medium,
+            source.campaign,
+            source.engine_token,
+            visitor,
+            view.entry,
         )
-    # Core executemany: the ORM's unit of work costs more than the statement itself.
-    session.execute(insert(PAGE_VIEW), rows)
+        view_values.extend(
+            convert(value) for convert, value in zip(processors, values, strict=True)
+        )
+    connection.exec_driver_sql(sql.insert_views(len(keyed)), tuple(view_values))
+    visit_values: list[Any] = []
+    for visitor, (ts, source) in touched.items():
+        visit_row = (
+            visitor,
+            ts,
+            source.channel,
+            source.source,
+            source.medium,
+            source.campaign,
+            source.engine_token,
+        )
+        visit_values.extend(
+            convert(value) for convert, value in zip(sql.visit_processors, visit_row, strict=True)
+        )
+    connection.exec_driver_sql(sql.upsert_visits(len(touched)), tuple(visit_values))
 
 
-def _recent_visits(session: Session, visitors: set[str], since: dt.datetime) -> dict[str, _Visit]:
-    """Return each visitor's latest view since a moment, with the source it counted under."""
+def _running_visits(
+    connection: Connection, sql: _Statements, visitors: list[str]
+) -> dict[str, tuple[dt.datetime, Source]]:
+    """Return the last view time and the source of each visitor's latest visit."""
     if not visitors:
         return {}
-    t = PAGE_VIEW.c
-    rows = session.execute(
-        select(t.visitor, t.ts, t.channel, t.source, t.medium, t.campaign, t.engine_token)
-        .where(t.visitor.in_(sorted(visitors)), t.ts >= since)
-        .order_by(t.ts)
-    )
-    found: dict[str, _Visit] = {}
-    for visitor, ts, channel, source, medium, campaign, token in rows:
-        found[visitor] = _Visit(ts, Source(channel, source, medium, campaign, engine_token=token))
-    return found
+    rows = connection.exec_driver_sql(sql.select_visits(len(visitors)), tuple(visitors))
+    return {
+        visitor: (
+            sql.read_ts(ts),
+            Source(channel, source, medium, campaign, engine_token=token),
+        )
+        for visitor, ts, channel, source, medium, campaign, token in rows
+    }
+
+
+def purge_visits(session: Session, now: dt.datetime) -> int:
+    """Delete visits that ended (no view for longer than the visit timeout); return how many."""
+    result = session.execute(delete(VISITS).where(VISITS.c.last_ts < now - VISIT_TIMEOUT))
+    return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
 # --- roll-ups, purges and reports --------------------------------------------------------
@@ -376,13 +477,13 @@ def _rolled_up(session: Session, days: Iterable[dt.date]) -> set[dt.date]:
     if not wanted:
         return set()
     return set(
-        session.execute(select(distinct(DAILY.c.day)).where(DAILY.c.day.in_(wanted))).scalars()
+        session.execute(select(DAILY.c.day).distinct().where(DAILY.c.day.in_(wanted))).scalars()
     )
 
 
 def raw_days(session: Session, before: dt.date) -> list[dt.date]:
     """Return the days before a day that still have raw views."""
-    query = select(distinct(PAGE_VIEW.c.day)).where(PAGE_VIEW.c.day < before)
+    query = select(PAGE_VIEW.c.day).distinct().where(PAGE_VIEW.c.day < before)
     return sorted(session.execute(query).scalars())
 
 
@@ -404,6 +505,7 @@ class Maintenance:
     rolled_up: list[dt.date]
     raw_purged: int
     salts_purged: int
+    visits_purged: int
 
 
 def maintain(session: Session, settings: Mapping[str, Any], now: dt.datetime) -> Maintenance:
@@ -418,7 +520,7 @@ def maintain(session: Session, settings: Mapping[str, Any], now: dt.datetime) ->
         rollup(session, day)
     keep = int(settings.get("TRACKING_RAW_RETENTION_DAYS", 90))
     purged = purge_raw(session, today - dt.timedelta(days=max(keep, 1)))
-    return Maintenance(todo, purged, purge_salts(session, today))
+    return Maintenance(todo, purged, purge_salts(session, today), purge_visits(session, now))
 
 
 @dataclass(frozen=True, slots=True)

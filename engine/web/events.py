@@ -25,6 +25,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
+from sqlalchemy import Connection
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from engine.db import Database, get_db, utcnow
@@ -59,6 +60,9 @@ class BadEvent(ValueError):
     """A request that is not a page view at all (broken JSON, no page)."""
 
 
+_STOP = object()
+
+
 class EventWriter:
     """One thread that inserts queued views in batches and resolves each view's future."""
 
@@ -67,58 +71,91 @@ class EventWriter:
         self.site = site
         self.max_rows = max(1, max_rows)
         self.salts = SaltCache()
-        self._queue: queue.SimpleQueue[tuple[PendingView, Future[None]]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[PendingView, Future[None]] | object] = (
+            queue.SimpleQueue()
+        )
         self._lock = threading.Lock()
-        self._running = False
+        self._thread: threading.Thread | None = None
 
     def submit(self, view: PendingView) -> Future[None]:
         """Queue a view; the future resolves once it is committed (or fails with the error)."""
         future: Future[None] = Future()
         self._queue.put((view, future))
         with self._lock:
-            if not self._running:
-                self._running = True
-                threading.Thread(target=self._run, name="engine-events", daemon=True).start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="engine-events", daemon=True)
+                self._thread.start()
         return future
 
-    def _run(self) -> None:
-        while True:
-            try:
-                first = self._queue.get(timeout=WRITER_IDLE_SECONDS)
-            except queue.Empty:
-                with self._lock:
-                    # submit() queues before it looks at _running, so an empty queue seen
-                    # under the lock means every queued view has been handled.
-                    if self._queue.empty():
-                        self._running = False
-                        return
-                continue
-            batch = [first]
-            while len(batch) < self.max_rows:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._write(batch)
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then end the thread and close its connection."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join(timeout)
 
-    def _write(self, batch: list[tuple[PendingView, Future[None]]]) -> None:
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:
+            # The database is out of reach: fail what waits (503), let the next view retry.
+            log.exception("page-view writer stopped")
+            with self._lock:
+                self._thread = None
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if isinstance(item, tuple):
+                        item[1].set_exception(_Unavailable())
+
+    def _loop(self) -> None:
+        # One connection for the thread's life: no pool checkout or reset per batch.
+        with self.database.engine.connect() as connection:
+            while True:
+                try:
+                    first = self._queue.get(timeout=WRITER_IDLE_SECONDS)
+                except queue.Empty:
+                    with self._lock:
+                        # submit() queues before it looks at _thread, so an empty queue
+                        # seen under the lock means every queued view has been handled.
+                        if self._queue.empty():
+                            self._thread = None
+                            return
+                    continue
+                batch = [first]
+                while len(batch) < self.max_rows:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stopping = any(item is _STOP for item in batch)
+                views = [item for item in batch if item is not _STOP]
+                if views:
+                    self._write(connection, views)  # type: ignore[arg-type]
+                if stopping:
+                    with self._lock:
+                        if self._queue.empty():
+                            self._thread = None
+                            return
+
+    def _write(self, connection: Connection, batch: list[tuple[PendingView, Future[None]]]) -> None:
         """Commit a batch; if it fails, commit each view alone so one bad row fails alone."""
         try:
-            self._commit([view for view, _ in batch])
+            with connection.begin():
+                store_page_views(connection, self.site, [view for view, _ in batch], self.salts)
         except Exception:
             if len(batch) == 1:
                 log.exception("page view not stored")
                 batch[0][1].set_exception(_Unavailable())
                 return
             for item in batch:
-                self._write([item])
+                self._write(connection, [item])
             return
         for _, future in batch:
             future.set_result(None)
-
-    def _commit(self, views: list[PendingView]) -> None:
-        with self.database.session() as session:
-            store_page_views(session, self.site, views, self.salts)
 
 
 class _Unavailable(RuntimeError):
@@ -223,19 +260,6 @@ def _error(status: int, message: str) -> Response:
     return Response(body, status=status, mimetype="application/json")
 
 
-@bp.post("/api/events")
-def beacon() -> Response:
-    """Take one page view from the beacon script (JSON, usually sent as ``text/plain``)."""
-    try:
-        page, referrer, params = _read_beacon()
-    except BadEvent as exc:
-        return _cors(_error(400 if request.mimetype in JSON_TYPES else 415, str(exc)))
-    except RequestEntityTooLarge:
-        return _cors(_error(413, "The request is too large to be a page view."))
-    problem = _accept(page, referrer, params)
-    return _cors(problem or Response(status=202, mimetype="text/plain"))
-
-
 @bp.route("/api/events", methods=["OPTIONS"])
 def beacon_preflight() -> Response:
     """Answer a CORS preflight (only senders using ``application/json`` need one)."""
@@ -248,6 +272,19 @@ def beacon_preflight() -> Response:
         response.headers["Access-Control-Max-Age"] = "86400"
     response.vary.add("Origin")
     return response
+
+
+@bp.post("/api/events")
+def beacon() -> Response:
+    """Take one page view from the beacon script (JSON, usually sent as ``text/plain``)."""
+    try:
+        page, referrer, params = _read_beacon()
+    except BadEvent as exc:
+        return _cors(_error(400 if request.mimetype in JSON_TYPES else 415, str(exc)))
+    except RequestEntityTooLarge:
+        return _cors(_error(413, "The request is too large to be a page view."))
+    problem = _accept(page, referrer, params)
+    return _cors(problem or Response(status=202, mimetype="text/plain"))
 
 
 @bp.get("/api/events.gif")

@@ -1,4 +1,4 @@
-"""tracking: page views, daily roll-ups and visitor salts
+"""tracking: page views, running visits, daily roll-ups and visitor salts
 
 Revision ID: 0005
 Revises: 0004
@@ -36,7 +36,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("page_view", schema=None) as batch_op:
         batch_op.create_index("ix_page_view_day_path", ["day", "path"], unique=False)
-        batch_op.create_index("ix_page_view_visitor_ts", ["visitor", "ts"], unique=False)
 
     op.create_table(
         "page_view_daily",
@@ -58,6 +57,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("day", "path", "channel", "source"),
     )
     op.create_table(
+        "page_visit",
+        sa.Column("visitor", sa.String(length=32), nullable=False),
+        sa.Column("last_ts", engine.db.UTCDateTime(), nullable=False),
+        sa.Column("channel", sa.String(length=20), nullable=False),
+        sa.Column("source", sa.String(length=100), nullable=False),
+        sa.Column("medium", sa.String(length=100), nullable=False),
+        sa.Column("campaign", sa.String(length=100), nullable=False),
+        sa.Column("engine_token", sa.String(length=256), nullable=False),
+        sa.PrimaryKeyConstraint("visitor"),
+    )
+    with op.batch_alter_table("page_visit", schema=None) as batch_op:
+        batch_op.create_index("ix_page_visit_last_ts", ["last_ts"], unique=False)
+
+    op.create_table(
         "visitor_salt",
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("salt", sa.String(length=64), nullable=False),
@@ -68,10 +81,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("visitor_salt")
+    with op.batch_alter_table("page_visit", schema=None) as batch_op:
+        batch_op.drop_index("ix_page_visit_last_ts")
+
+    op.drop_table("page_visit")
     op.drop_table("page_view_source_daily")
     op.drop_table("page_view_daily")
     with op.batch_alter_table("page_view", schema=None) as batch_op:
-        batch_op.drop_index("ix_page_view_visitor_ts")
         batch_op.drop_index("ix_page_view_day_path")
 
     op.drop_table("page_view")
