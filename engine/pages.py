@@ -14,15 +14,17 @@ pages that show the product's card, and of no other page.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import gc
 import hashlib
 import html as html_lib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -421,13 +423,14 @@ def make_environment(
 def template_digest(settings: Mapping[str, Any]) -> str:
     """Return a digest of every theme file a page can use (overrides included)."""
     digest = hashlib.blake2b(digest_size=16)
-    for folder in template_dirs(settings):
-        digest.update(b"\x00dir\x00" + str(folder.resolve()).encode())
+    # Which layer a file comes from matters (an override hides the theme's file); where
+    # the package is installed does not.
+    for layer, folder in enumerate(reversed(template_dirs(settings))):
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             relative = path.relative_to(folder).as_posix()
             if relative.startswith(_NOT_PAGE_TEMPLATES) or relative.startswith("assets/"):
                 continue
-            digest.update(b"\x00" + relative.encode() + b"\x00" + path.read_bytes())
+            digest.update(f"\x00{layer}:{relative}\x00".encode() + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -986,6 +989,35 @@ def plan_site(
 
     ``rows`` (from ``read_catalog``) saves reading the catalog again when the caller has.
     """
+    with _collector_paused():
+        return _plan_site(session, settings, content, base_url, rows)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while planning.
+
+    Planning allocates several objects per product and frees none of them in cycles; with
+    the collector running, each full collection walks every object made so far, which
+    makes planning 100,000 products several times slower. Reference counting still frees
+    everything as usual.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _plan_site(
+    session: Session,
+    settings: Mapping[str, Any],
+    content: Content,
+    base_url: str | None,
+    rows: CatalogRows | None,
+) -> Site:
     info = site_info(settings, base_url)
     urls = site_urls(info)
     catalog = build_catalog(rows or read_catalog(session), content, urls)
@@ -1041,6 +1073,10 @@ class _Planner:
         self.views = catalog.views
         self.urls = urls
         self.info = info
+        # One site-wide order (title, then handle) that every list follows.
+        self.ordered = sorted(self.views.values(), key=_sort_key)
+        self.rank = {view.handle: index for index, view in enumerate(self.ordered)}
+        self._rings: dict[tuple[str, str], tuple[list[str], dict[str, int]]] = {}
         self.page_size = info.category_page_size
         self.related_count = info.related_products
         self.highlights = info.home_highlights
@@ -1094,8 +1130,8 @@ class _Planner:
             for tag in meta.get("tags") or []:
                 found.update(by_tag.get(str(tag).casefold(), ()))
             seen = set(listed)
-            rest = sorted((self.views[h] for h in found if h not in seen), key=_sort_key)
-            members[slug] = list(dict.fromkeys(listed)) + [view.handle for view in rest]
+            rest = sorted(found - seen, key=self.rank.__getitem__)
+            members[slug] = list(dict.fromkeys(listed)) + rest
         return members
 
     def related(self, view: ProductView) -> list[Card]:
@@ -1108,32 +1144,27 @@ class _Planner:
             # The next products in the category's order (wrapping round): every product
             # links to a few neighbours and is linked from a few, so one product's change
             # touches a handful of pages, not the whole category.
-            slug = self.primary.get(view.handle)
-            ring = self.members[slug] if slug else self._same_type(view)
-            start = self._positions(ring).get(view.handle, -1)
+            ring, positions = self._ring(view)
+            start = positions.get(view.handle, -1)
             count = min(self.related_count, len(ring))
             chosen = [ring[(start + step) % len(ring)] for step in range(1, count + 1)]
         chosen = [h for h in dict.fromkeys(chosen) if h != view.handle]
         return [self.views[h].card for h in chosen[: self.related_count]]
 
-    def _positions(self, ring: list[str]) -> dict[str, int]:
-        """Return each handle's index in a member list (computed once per list)."""
-        cache: dict[int, dict[str, int]] = self.__dict__.setdefault("_positions_cache", {})
-        positions = cache.get(id(ring))
-        if positions is None:
-            positions = {handle: index for index, handle in enumerate(ring)}
-            cache[id(ring)] = positions
-        return positions
-
-    def _same_type(self, view: ProductView) -> list[str]:
-        if not view.product_type:
-            return []
-        cache: dict[str, list[str]] = self.__dict__.setdefault("_types", {})
-        kind = view.product_type.casefold()
-        if kind not in cache:
-            same = [v for v in self.views.values() if v.product_type.casefold() == kind]
-            cache[kind] = [v.handle for v in sorted(same, key=_sort_key)]
-        return cache[kind]
+    def _ring(self, view: ProductView) -> tuple[list[str], dict[str, int]]:
+        """Return the product's neighbours list (its category, else its type) and positions."""
+        slug = self.primary.get(view.handle)
+        key = ("category", slug) if slug else ("type", view.product_type.casefold())
+        ring = self._rings.get(key)
+        if ring is None:
+            if slug:
+                handles = self.members[slug]
+            elif key[1]:
+                handles = [v.handle for v in self.ordered if v.product_type.casefold() == key[1]]
+            else:
+                handles = []
+            ring = self._rings[key] = (handles, {h: i for i, h in enumerate(handles)})
+        return ring
 
     def _comparisons(self) -> dict[str, tuple[str, str]]:
         """Return publishable comparisons (both products have pages) by slug."""
@@ -1222,7 +1253,7 @@ class _Planner:
             }
             for slug in sorted(content.guides)
         ]
-        ordered = sorted(self.views.values(), key=_sort_key)
+        ordered = self.ordered
         back_soon = [v.card for v in ordered if v.state == "back_soon"][: self.highlights]
         coming_soon = [v.card for v in ordered if v.state == "coming_soon"][: self.highlights]
         title = self.info.name or "Home"
