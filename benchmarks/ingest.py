@@ -7,7 +7,8 @@ Starts ``engine serve --no-scheduler`` in a fresh temporary instance (its own pr
 user runs it), then drives ``POST /api/events`` with wrk (Debian package ``wrk``, 4.1) and a
 Lua script that sends beacon bodies as ``text/plain`` with a browser user agent, over many
 pages, referrers and user agents, and counts every status. After wrk ends, the server is
-stopped and the benchmark checks that the database holds exactly one row per 202 answer.
+stopped and the benchmark checks that every 202 answer has its row (wrk stops with up to
+one request per connection in flight, which the server may have committed unanswered).
 """
 
 from __future__ import annotations
@@ -183,10 +184,17 @@ def main() -> None:
         f"answers: {result['accepted']:,} x 202, {result['other']:,} other, "
         f"{result['errors']:,} socket errors or timeouts"
     )
-    print(f"stored: {stored:,} rows ({'equal to' if stored == result['accepted'] else 'NOT'} 202s)")
+    # wrk stops with up to one request per connection in flight: those may be committed
+    # without wrk reading their 202, so the table may hold a few more rows, never fewer.
+    in_flight = stored - result["accepted"]
+    every_202_stored = 0 <= in_flight <= args.connections
+    print(
+        f"stored: {stored:,} rows = {result['accepted']:,} answered 202 + {in_flight} in flight "
+        f"when wrk stopped ({'every 202 is stored' if every_202_stored else 'MISMATCH'})"
+    )
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
-    if stored != result["accepted"]:
+    if not every_202_stored:
         sys.exit(1)
 
 

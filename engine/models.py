@@ -301,7 +301,7 @@ class PageVisit(Base):
     __tablename__ = "page_visit"
     __table_args__ = (Index("ix_page_visit_last_ts", "last_ts"),)
 
-    #: The visit's visitor id (see ``PageView.visitor``); deleted with the day's salt.
+    #: The visit's visitor id (see ``PageView.visitor``); purged once the visit has ended.
     visitor: Mapped[str] = mapped_column(String(32), primary_key=True)
     last_ts: Mapped[Timestamp]
     channel: Mapped[str] = mapped_column(String(20))

@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -336,11 +337,40 @@ def _statements(dialect: Dialect) -> _Statements:
     return _Statements(dialect)
 
 
+class VisitCache:
+    """Recent visits this process wrote or read, so most views need no visit look-up.
+
+    A cache in front of the ``page_visit`` table, which stays the truth: a visitor not
+    here (or here with an ended visit) is looked up in the table, where another process
+    may have recorded it.
+    """
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._visits: OrderedDict[str, tuple[dt.datetime, Source]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, visitor: str) -> tuple[dt.datetime, Source] | None:
+        """Return a visitor's last view time and visit source, if known here."""
+        with self._lock:
+            return self._visits.get(visitor)
+
+    def update(self, visits: Mapping[str, tuple[dt.datetime, Source]]) -> None:
+        """Remember visits just written or read, forgetting the oldest beyond the size."""
+        with self._lock:
+            for visitor, visit in visits.items():
+                self._visits[visitor] = visit
+                self._visits.move_to_end(visitor)
+            while len(self._visits) > self.size:
+                self._visits.popitem(last=False)
+
+
 def store_page_views(
     session: Session | Connection,
     site: TrackingSite,
     views: Sequence[PendingView],
     salts: SaltCache | None = None,
+    cache: VisitCache | None = None,
 ) -> None:
     """Insert views with their visitor ids; clicks within a visit keep the visit's source.
 
@@ -354,21 +384,32 @@ def store_page_views(
     salts = salts or SaltCache()
     keyed: list[tuple[PendingView, str, str | None]] = []
     day_salts: dict[dt.date, tuple[bytes, bytes | None]] = {}
+    visits: dict[str, tuple[dt.datetime, Source]] = {}
+    wanted: set[str] = set()
     for view in views:
         if view.day not in day_salts:
             day_salts[view.day] = salts.salts(connection, view.day)
         salt, previous_salt = day_salts[view.day]
         hashed = visitor_hash(salt, site.host, view.ip, view.user_agent)
-        earlier = (
-            visitor_hash(previous_salt, site.host, view.ip, view.user_agent)
-            if previous_salt
-            else None
-        )
+        earlier = None
+        if previous_salt is not None and view.ts - _midnight(site, view.day) <= VISIT_TIMEOUT:
+            earlier = visitor_hash(previous_salt, site.host, view.ip, view.user_agent)
         keyed.append((view, hashed, earlier))
+        # A landing needs no look-up (its source is its own) unless a visit under
+        # yesterday's salt may still be running.
+        if view.entry and earlier is None:
+            continue
+        for visitor in (hashed, earlier):
+            if visitor is None or visitor in visits:
+                continue
+            known = cache.get(visitor) if cache is not None else None
+            if known is not None and view.ts - known[0] <= VISIT_TIMEOUT:
+                visits[visitor] = known
+            else:
+                wanted.add(visitor)
+    if wanted:
+        visits.update(_running_visits(connection, sql, sorted(wanted)))
 
-    visits = _running_visits(
-        connection, sql, sorted({h for _, hashed, earlier in keyed for h in (hashed, earlier) if h})
-    )
     view_values: list[Any] = []
     touched: dict[str, tuple[dt.datetime, Source]] = {}
     processors = sql.view_processors
@@ -415,6 +456,13 @@ def store_page_views(
             convert(value) for convert, value in zip(sql.visit_processors, visit_row, strict=True)
         )
     connection.exec_driver_sql(sql.upsert_visits(len(touched)), tuple(visit_values))
+    if cache is not None:
+        cache.update(touched)
+
+
+def _midnight(site: TrackingSite, day: dt.date) -> dt.datetime:
+    """Return the moment a day begins in the site's time zone."""
+    return dt.datetime.combine(day, dt.time(), tzinfo=site.timezone)
 
 
 def _running_visits(

@@ -34,6 +34,7 @@ from engine.pageviews import (
     PendingView,
     SaltCache,
     TrackingSite,
+    VisitCache,
     read_view,
     store_page_views,
     tracking_site,
@@ -71,6 +72,7 @@ class EventWriter:
         self.site = site
         self.max_rows = max(1, max_rows)
         self.salts = SaltCache()
+        self.visits = VisitCache()
         self._queue: queue.SimpleQueue[tuple[PendingView, Future[None]] | object] = (
             queue.SimpleQueue()
         )
@@ -145,7 +147,8 @@ class EventWriter:
         """Commit a batch; if it fails, commit each view alone so one bad row fails alone."""
         try:
             with connection.begin():
-                store_page_views(connection, self.site, [view for view, _ in batch], self.salts)
+                views = [view for view, _ in batch]
+                store_page_views(connection, self.site, views, self.salts, self.visits)
         except Exception:
             if len(batch) == 1:
                 log.exception("page view not stored")
