@@ -7,7 +7,6 @@ staged generation; the parent only collects ``(index, sha256, written)``.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import multiprocessing
 import os
@@ -144,10 +143,6 @@ def render_all(
     size = max(16, min(256, total // (workers * 8)))
     chunks = [stale[start : start + size] for start in range(0, total, size)]
     _JOB = job
-    # Move the plan out of the collector's reach: a full collection in a worker writes to
-    # every tracked object's header, copying the inherited heap page by page.
-    gc.collect()
-    gc.freeze()
     try:
         context = multiprocessing.get_context("fork")
         with context.Pool(workers, initializer=_worker_start) as pool:
@@ -159,5 +154,4 @@ def render_all(
                     progress(len(results), total)
     finally:
         _JOB = None
-        gc.unfreeze()
     return results
