@@ -207,10 +207,10 @@ class SiteInfo:
     def jsonld_fragments(self) -> dict[str, str]:
         """Return the shipping and returns JSON every offer repeats, serialized once."""
         return {
-            SHIPPING_PLACEHOLDER: json.dumps(
+            json.dumps(SHIPPING_PLACEHOLDER): json.dumps(
                 self.shipping_details(), ensure_ascii=False, separators=(",", ":")
             ),
-            RETURNS_PLACEHOLDER: json.dumps(
+            json.dumps(RETURNS_PLACEHOLDER): json.dumps(
                 self.return_policy(), ensure_ascii=False, separators=(",", ":")
             ),
         }
@@ -322,12 +322,13 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
 def jsonld_dumps(data: Any, splice: Mapping[str, str] | None = None) -> Markup:
     """Serialize JSON-LD for a ``<script>`` element (``<``, ``>``, ``&`` escaped).
 
-    ``splice`` maps placeholder strings in ``data`` to JSON text put in their place, so a
-    fragment repeated in every offer (shipping, returns) is serialized once per site.
+    ``splice`` maps placeholders (a placeholder string as JSON, quotes included) to JSON
+    text put in their place, so a fragment repeated in every offer (shipping, returns) is
+    serialized once per site.
     """
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
     for placeholder, fragment in (splice or {}).items():
-        text = text.replace(json.dumps(placeholder), fragment)
+        text = text.replace(placeholder, fragment)
     # str.replace runs in C; translate() with a mapping goes through Python per character.
     for char, escaped in _JSON_ESCAPES:
         text = text.replace(char, escaped)
