@@ -119,7 +119,7 @@ class StockTransition(Base):
 
 # --- waitlists -----------------------------------------------------------------------------
 
-SIGNUP_STATUSES = ("pending", "confirmed", "left")
+SIGNUP_STATUSES = ("pending", "confirmed", "left", "notified")
 #: Why a signup stopped waiting: left from the manage page, unsubscribed (one product or
 #: everything), or its person was erased.
 LEAVE_REASONS = ("left", "unsubscribed", "erased")
@@ -365,3 +365,162 @@ class SchedulerHeartbeat(Base):
     beat_at: Mapped[Timestamp]
     # Set on a clean shutdown; a crashed scheduler just stops beating.
     stopped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+# --- restock campaigns -----------------------------------------------------------------------
+
+
+class Campaign(Base):
+    """A restock campaign: one product, one restock cycle, told in waves sized to the stock."""
+
+    __tablename__ = "campaign"
+    __table_args__ = (Index("ix_campaign_status_due", "status", "next_wave_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_handle: Mapped[Str255] = mapped_column(index=True)
+    #: The SKUs that came back (their waiters and the product's are told); empty = all.
+    skus: Mapped[list[Any]] = mapped_column(default=list)
+    #: See ``engine.campaigns.status``: draft, scheduled, sending, paused, finished, cancelled.
+    status: Mapped[str] = mapped_column(String(20), default="draft")
+    #: Why it is in its status when that needs saying (paused, finished).
+    reason: Mapped[str] = mapped_column(Text, default="")
+    #: "restock" (detected) or "manual" (``engine campaigns create``).
+    origin: Mapped[str] = mapped_column(String(20), default="restock")
+    created_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+    updated_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+    #: When the next wave is due (NULL: none planned).
+    next_wave_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: When the product's pages were rebuilt for this campaign (before its first wave).
+    pages_built_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    approval_sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class CampaignWave(Base):
+    """One wave of a campaign: the stock read before it and how many people it took."""
+
+    __tablename__ = "campaign_wave"
+    __table_args__ = (UniqueConstraint("campaign_id", "number", name="uq_campaign_wave_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    #: Units in stock when the wave was planned (NULL: not limited, e.g. backorders).
+    stock: Mapped[int | None] = mapped_column(Integer)
+    people: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+
+
+CAMPAIGN_MESSAGE_STATUSES = ("queued", "sending", "unknown", "sent", "failed", "skipped")
+
+
+class CampaignMessage(Base):
+    """One person's email of one campaign; the unique key makes it at most one per person."""
+
+    __tablename__ = "campaign_message"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "subscriber_id", name="uq_campaign_message_person"),
+        Index("ix_campaign_message_due", "status", "next_attempt_at"),
+        Index("ix_campaign_message_campaign_status", "campaign_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    #: NULL once the person is erased; the row stays as an anonymous count.
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriber.id", ondelete="SET NULL")
+    )
+    #: The signups this email uses up (ids), marked ``notified`` once it has left.
+    signup_ids: Mapped[list[Any]] = mapped_column(default=list)
+    wave: Mapped[int] = mapped_column(Integer)
+    #: Opaque id: SendGrid custom_args, Message-ID, and the link token (``et``) of the email.
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    leased_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: What the provider's events said last: delivered, deferred, bounced, blocked, dropped.
+    delivery: Mapped[str] = mapped_column(String(20), default="")
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    opened_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    clicked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class ProviderEvent(Base):
+    """A SendGrid event already applied, by ``sg_event_id``: a redelivery changes nothing."""
+
+    __tablename__ = "provider_event"
+    __table_args__ = (Index("ix_provider_event_message", "message_id"),)
+
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event: Mapped[str] = mapped_column(String(30))
+    message_id: Mapped[str] = mapped_column(String(128), default="")
+    occurred_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    received_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+
+
+# --- orders (conversion attribution) ---------------------------------------------------------
+
+ORDER_SOURCES = ("csv", "hook")
+ATTRIBUTIONS = ("direct", "assisted")
+
+
+class Order(Base):
+    """A store order, imported from a Shopify orders export or posted to ``/hooks/orders``."""
+
+    __tablename__ = "shop_order"
+    __table_args__ = (Index("ix_shop_order_address", "address"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: The store's order name ("#1001"), or its id when the sender gives no name.
+    name: Mapped[Str255] = mapped_column(unique=True)
+    #: The store's own order id, when known (Shopify's ``Id`` column / ``id`` field).
+    external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    #: The buyer's normalized address, for matching campaign recipients; NULL once erased.
+    address: Mapped[str | None] = mapped_column(String(320))
+    ordered_at: Mapped[Timestamp]
+    currency: Mapped[str] = mapped_column(String(3), default="")
+    total: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    financial_status: Mapped[str] = mapped_column(String(30), default="")
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    source: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+
+    lines: Mapped[list[OrderLine]] = relationship(
+        back_populates="order", order_by="OrderLine.position", cascade="all, delete-orphan"
+    )
+
+
+class OrderLine(Base):
+    """One line item of an order, and the restock email it is a conversion of, if any."""
+
+    __tablename__ = "order_line"
+    __table_args__ = (
+        UniqueConstraint("order_id", "position", name="uq_order_line_position"),
+        Index("ix_order_line_product", "product_handle"),
+        Index("ix_order_line_campaign", "campaign_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("shop_order.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    sku: Mapped[str | None] = mapped_column(String(255))
+    #: The SKU's product when the order was stored (a later SKU move keeps the sale's product).
+    product_handle: Mapped[str | None] = mapped_column(String(255))
+    title: Mapped[str] = mapped_column(String(500), default="")
+    quantity: Mapped[int] = mapped_column(Integer)
+    price: Mapped[Money]
+    #: Set by attribution: the restock campaign and message this line is a conversion of.
+    campaign_id: Mapped[int | None] = mapped_column(Integer)
+    campaign_message_id: Mapped[int | None] = mapped_column(Integer)
+    #: "direct" (a click on the email came first), "assisted", or "" (not a conversion).
+    attribution: Mapped[str] = mapped_column(String(10), default="")
+    attributed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    order: Mapped[Order] = relationship(back_populates="lines")

@@ -85,7 +85,12 @@ DEFAULTS: dict[str, Any] = {
     # Hooks and feeds
     "INVENTORY_WEBHOOK_SECRET": "",
     "ORDERS_WEBHOOK_SECRET": "",
-    "CATALOG_FEED": "",
+    "CATALOG_FEED": "",  # a catalog file path or http(s) URL re-read by the catalog-feed job
+    "CATALOG_FEED_INTERVAL_SECONDS": 900,  # the catalog-feed job; 0 = not scheduled
+    "CATALOG_FEED_TIMEOUT_SECONDS": 60,  # fetching a feed URL gives up after this
+    "HOOK_TOLERANCE_SECONDS": 300,  # a signed hook's timestamp may be this far from our clock
+    "HOOK_MAX_BODY_BYTES": 5_000_000,  # larger hook bodies get 413
+    "ATTRIBUTION_WINDOW_DAYS": 7,  # an order this long after a restock email can be its sale
     # Waitlists (signups, double opt-in, rate limits)
     "WAITLIST_CONSENT_TEXT": (
         "Email me when this product is available. I can unsubscribe at any time."
@@ -105,6 +110,14 @@ DEFAULTS: dict[str, Any] = {
     "RESTOCK_WAVE_FACTOR": 3.0,
     "RESTOCK_WAVE_INTERVAL_MINUTES": 60,
     "RECONCILE_AFTER_SECONDS": 60,
+    "RESTOCK_CAMPAIGNS_INTERVAL_SECONDS": 60,  # the restock-campaigns job (detects restocks)
+    "CAMPAIGN_WAVES_INTERVAL_SECONDS": 10,  # the campaign-waves job (due waves, sending)
+    "CAMPAIGN_RECONCILE_INTERVAL_SECONDS": 30,  # the campaign-reconcile job
+    "CAMPAIGN_BATCH_SIZE": 1000,  # recipients claimed per send call (SendGrid: <= 1,000)
+    "CAMPAIGN_LEASE_SECONDS": 600,  # an in-flight batch older than this is of unknown fate
+    "CAMPAIGN_MAX_ATTEMPTS": 5,  # deferred sends of one email before it is marked failed
+    "CAMPAIGN_MAX_FAILURES": 50,  # permanent failures that pause a campaign...
+    "CAMPAIGN_MAX_FAILURE_RATE": 0.2,  # ...when also above this share of those attempted
     # Page views (cookieless tracking)
     "TRACKING_RAW_RETENTION_DAYS": 90,  # raw views are purged after this; roll-ups stay
     "TRACKING_BATCH_MAX_ROWS": 500,  # most views one group commit writes

@@ -111,11 +111,14 @@ def import_catalog(
     fmt: str = "auto",
     dry_run: bool = False,
     prune: bool = False,
+    source: str = "import",
 ) -> ImportReport:
     """Upsert the catalog from a Shopify export, plain CSV or JSON file, all or nothing.
 
     Runs inside a savepoint of the caller's session: on any problem, or with
     ``dry_run``, the savepoint is rolled back and nothing is written. The caller commits.
+    ``source`` names where the stock news came from in the recorded transitions
+    ("import", or "feed" for the scheduled ``CATALOG_FEED`` re-read).
     """
     started = time.perf_counter()
     path = Path(path)
@@ -127,7 +130,7 @@ def import_catalog(
     report.format = catalog_format.name
     savepoint = session.begin_nested()
     try:
-        writer = CatalogWriter(session, report, log)
+        writer = CatalogWriter(session, report, log, source)
         records = catalog_format.read(path, log, report.warnings)
         for batch in batched(records, BATCH_SIZE):
             writer.process(batch)
@@ -195,8 +198,11 @@ class MovedSku:
 class CatalogWriter:
     """Check records against the file so far and the database, then write them in batches."""
 
-    def __init__(self, session: Session, report: ImportReport, log: ProblemLog) -> None:
+    def __init__(
+        self, session: Session, report: ImportReport, log: ProblemLog, source: str = "import"
+    ) -> None:
         self.session = session
+        self.source = source
         self.report = report
         self.log = log
         self.now = utcnow()
@@ -301,7 +307,7 @@ class CatalogWriter:
                 # a coming-soon product's arrival reaches its waitlist), but the summary's
                 # "restocked" counts only variants that were already in the catalog.
                 set_stock(
-                    self.session, variant, variant.stock, source="import", at=self.now, new=True
+                    self.session, variant, variant.stock, source=self.source, at=self.now, new=True
                 )
         self.session.flush()
 
@@ -464,7 +470,7 @@ class CatalogWriter:
                         variant.stock,
                         tracked=variant.tracked,
                         policy=variant.policy,
-                        source="import",
+                        source=self.source,
                         at=self.now,
                     )
                 )

@@ -1,0 +1,503 @@
+"""Orders for conversion attribution: a Shopify orders CSV export or the signed orders hook.
+
+An order is stored once, keyed by its name ("#1001") and, when known, the store's id: the
+same order imported again, or posted again, changes only its payment and cancellation
+status. The buyer's address is kept normalized so it matches a restock email's recipient,
+and is removed by ``engine subscribers forget``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from engine.models import Order, OrderLine, Product, Variant
+from engine.waitlist import InvalidEmail, normalize_email
+
+#: Columns of a Shopify orders export this import reads (the export has many more).
+REQUIRED_COLUMNS = ("Name", "Email", "Created at", "Lineitem quantity", "Lineitem price")
+SKU_COLUMN = "Lineitem sku"
+OPTIONAL_COLUMNS = (
+    "Id",
+    "Financial Status",
+    "Currency",
+    "Total",
+    "Cancelled at",
+    "Lineitem name",
+)
+#: Payment states whose orders are no sale (besides a cancelled order).
+NOT_SALES = frozenset({"voided", "refunded"})
+#: Most characters kept of a line item's name.
+MAX_TITLE = 500
+
+
+@dataclass(frozen=True)
+class LineRecord:
+    """One checked line item."""
+
+    sku: str | None
+    title: str
+    quantity: int
+    price: Decimal
+
+
+@dataclass
+class OrderRecord:
+    """One checked order, as read from a file row group or a hook body."""
+
+    name: str
+    external_id: str | None
+    address: str | None
+    ordered_at: dt.datetime
+    currency: str = ""
+    total: Decimal | None = None
+    financial_status: str = ""
+    cancelled_at: dt.datetime | None = None
+    lines: list[LineRecord] = field(default_factory=list)
+    line: int = 0
+
+
+class OrderImportError(ValueError):
+    """A file or body has problems; nothing of it was stored. ``errors`` lists them all."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+@dataclass
+class OrderReport:
+    """What storing a batch of orders did."""
+
+    orders: int = 0
+    lines: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stored: list[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """Return the one-line summary."""
+        return (
+            f"{self.orders} order(s), {self.lines} line item(s): created {self.created}, "
+            f"updated {self.updated}, unchanged {self.unchanged}"
+        )
+
+
+# --------------------------------------------------------------------------- values
+
+
+def normalize_address(raw: str) -> str | None:
+    """Return the address as subscribers are keyed (see ``normalize_email``), or None if empty."""
+    text = raw.strip()
+    if not text:
+        return None
+    try:
+        return normalize_email(text).address
+    except InvalidEmail:
+        # Still matchable by its lower-cased text; an order is never refused for its email.
+        return text.lower()[:320]
+
+
+def parse_order_time(raw: str) -> dt.datetime:
+    """Read Shopify's "2026-09-03 10:14:00 -0400" or ISO 8601 with an offset, as UTC."""
+    text = raw.strip()
+    if not text:
+        raise ValueError("is empty")
+    parsed: dt.datetime | None = None
+    for pattern in ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M %z"):
+        try:
+            parsed = dt.datetime.strptime(text, pattern)
+            break
+        except ValueError:
+            continue
+    if parsed is None:
+        try:
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a date and time") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{raw!r} has no UTC offset")
+    return parsed.astimezone(dt.UTC)
+
+
+def parse_money(raw: object) -> Decimal:
+    """Read a non-negative amount ("12.50" or a JSON number)."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float, Decimal)):
+        raise ValueError("must be an amount like 12.50")
+    text = str(raw).strip().replace(",", "")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"{raw!r} is not an amount") from None
+    if not value.is_finite() or value < 0 or value >= Decimal("1e10"):
+        raise ValueError(f"{raw!r} is not an amount")
+    return value.quantize(Decimal("0.01"))
+
+
+def parse_quantity(raw: object) -> int:
+    """Read a whole quantity from 1."""
+    if isinstance(raw, bool):
+        raise ValueError("must be a whole number from 1")
+    try:
+        value = int(str(raw).strip()) if not isinstance(raw, int) else raw
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError(f"{raw!r} must be 1 or more")
+    return value
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def read_orders_csv(path: Path) -> list[OrderRecord]:
+    """Read a Shopify orders export (one row per line item); raise OrderImportError with lines.
+
+    The order-level columns (Email, Created at, Total, ...) are read from an order's first
+    row, as Shopify fills them only there; every row carries the order's Name.
+    """
+    name = path.name
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise OrderImportError([f"{name}: cannot read the file ({exc.strerror})"]) from None
+    errors: list[str] = []
+    orders: dict[str, OrderRecord] = {}
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise OrderImportError([f"{name}:1: the file is empty"])
+            columns = {title.strip(): index for index, title in enumerate(header)}
+            missing = [title for title in (*REQUIRED_COLUMNS, SKU_COLUMN) if title not in columns]
+            if missing:
+                raise OrderImportError(
+                    [
+                        f"{name}:1: not a Shopify orders export: missing column(s) "
+                        + ", ".join(missing)
+                    ]
+                )
+            end = reader.line_num
+            for row in reader:
+                start, end = end + 1, reader.line_num
+                if not any(cell.strip() for cell in row):
+                    continue
+                _read_row(row, columns, start, name, orders, errors)
+        except UnicodeDecodeError as exc:
+            raise OrderImportError([f"{name}: not UTF-8 text ({exc.reason})"]) from None
+        except csv.Error as exc:
+            raise OrderImportError([f"{name}:{reader.line_num}: {exc}"]) from None
+    for record in orders.values():
+        if not record.lines and not any(e.startswith(f"{name}:{record.line}:") for e in errors):
+            errors.append(f"{name}:{record.line}: order {record.name} has no line items")
+    if errors:
+        raise OrderImportError(errors)
+    return list(orders.values())
+
+
+def _read_row(
+    row: list[str],
+    columns: Mapping[str, int],
+    line: int,
+    name: str,
+    orders: dict[str, OrderRecord],
+    errors: list[str],
+) -> None:
+    """Check one export row, adding its line item to its order (created from a first row)."""
+
+    def cell(title: str) -> str:
+        index = columns.get(title)
+        return row[index].strip() if index is not None and index < len(row) else ""
+
+    def problem(column: str, message: str) -> None:
+        errors.append(f"{name}:{line}: {column}: {message}")
+
+    order_name = cell("Name")
+    if not order_name:
+        problem("Name", "is empty (every row names its order)")
+        return
+    record = orders.get(order_name)
+    if record is None:
+        try:
+            ordered_at = parse_order_time(cell("Created at"))
+        except ValueError as exc:
+            problem("Created at", str(exc))
+            ordered_at = dt.datetime.min.replace(tzinfo=dt.UTC)
+        total: Decimal | None = None
+        if cell("Total"):
+            try:
+                total = parse_money(cell("Total"))
+            except ValueError as exc:
+                problem("Total", str(exc))
+        cancelled_at: dt.datetime | None = None
+        if cell("Cancelled at"):
+            try:
+                cancelled_at = parse_order_time(cell("Cancelled at"))
+            except ValueError as exc:
+                problem("Cancelled at", str(exc))
+        record = OrderRecord(
+            name=order_name[:255],
+            external_id=cell("Id")[:64] or None,
+            address=normalize_address(cell("Email")),
+            ordered_at=ordered_at,
+            currency=cell("Currency")[:3].upper(),
+            total=total,
+            financial_status=cell("Financial Status").lower()[:30],
+            cancelled_at=cancelled_at,
+            line=line,
+        )
+        orders[order_name] = record
+    try:
+        quantity = parse_quantity(cell("Lineitem quantity"))
+    except ValueError as exc:
+        problem("Lineitem quantity", str(exc))
+        return
+    try:
+        price = parse_money(cell("Lineitem price"))
+    except ValueError as exc:
+        problem("Lineitem price", str(exc))
+        return
+    sku = cell(SKU_COLUMN)[:255] or None
+    record.lines.append(LineRecord(sku, cell("Lineitem name")[:MAX_TITLE], quantity, price))
+
+
+# --------------------------------------------------------------------------- hook body
+
+
+def order_from_payload(payload: object) -> OrderRecord:
+    """Check an orders-hook body; raise OrderImportError listing every problem.
+
+    Keys read: ``id`` and/or ``name``, ``email``, ``created_at``, ``line_items`` (``sku``,
+    ``quantity``, ``price``, optional ``title``/``name``), and optionally ``total_price``,
+    ``currency``, ``financial_status``, ``cancelled_at``. Other keys are ignored, so a
+    store's full order payload can be posted as it is.
+    """
+    if not isinstance(payload, dict):
+        raise OrderImportError(["body: must be a JSON object"])
+    errors: list[str] = []
+    raw_id = payload.get("id")
+    raw_name = payload.get("name")
+    external_id = None
+    if raw_id is not None:
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not str(raw_id):
+            errors.append("id: must be a string or a number")
+        else:
+            external_id = str(raw_id)[:64]
+    if raw_name is not None and (not isinstance(raw_name, str) or not raw_name.strip()):
+        errors.append("name: must be a non-empty string")
+    order_name = raw_name.strip() if isinstance(raw_name, str) and raw_name.strip() else None
+    if order_name is None and external_id is None and not errors:
+        errors.append("id or name: one is required")
+    email = payload.get("email")
+    if email is not None and not isinstance(email, str):
+        errors.append("email: must be a string")
+    ordered_at = dt.datetime.min.replace(tzinfo=dt.UTC)
+    created = payload.get("created_at")
+    try:
+        ordered_at = parse_order_time(created if isinstance(created, str) else "")
+    except ValueError as exc:
+        errors.append(f"created_at: {exc}")
+    total = None
+    if payload.get("total_price") is not None:
+        try:
+            total = parse_money(payload["total_price"])
+        except ValueError as exc:
+            errors.append(f"total_price: {exc}")
+    cancelled_at = None
+    if payload.get("cancelled_at"):
+        try:
+            cancelled_at = parse_order_time(str(payload["cancelled_at"]))
+        except ValueError as exc:
+            errors.append(f"cancelled_at: {exc}")
+    lines: list[LineRecord] = []
+    items = payload.get("line_items")
+    if not isinstance(items, list) or not items:
+        errors.append("line_items: must be a non-empty list")
+        items = []
+    for index, item in enumerate(items):
+        where = f"line_items[{index}]"
+        if not isinstance(item, dict):
+            errors.append(f"{where}: must be an object")
+            continue
+        sku = item.get("sku")
+        if sku is not None and not isinstance(sku, str):
+            errors.append(f"{where}.sku: must be a string")
+            continue
+        try:
+            quantity = parse_quantity(item.get("quantity"))
+        except ValueError as exc:
+            errors.append(f"{where}.quantity: {exc}")
+            continue
+        try:
+            price = parse_money(item.get("price"))
+        except ValueError as exc:
+            errors.append(f"{where}.price: {exc}")
+            continue
+        title = item.get("title") or item.get("name") or ""
+        lines.append(
+            LineRecord((sku or "").strip()[:255] or None, str(title)[:MAX_TITLE], quantity, price)
+        )
+    if errors:
+        raise OrderImportError(errors)
+    currency = payload.get("currency")
+    status = payload.get("financial_status")
+    return OrderRecord(
+        name=(order_name or str(external_id))[:255],
+        external_id=external_id,
+        address=normalize_address(email) if isinstance(email, str) else None,
+        ordered_at=ordered_at,
+        currency=currency[:3].upper() if isinstance(currency, str) else "",
+        total=total,
+        financial_status=status.lower()[:30] if isinstance(status, str) else "",
+        cancelled_at=cancelled_at,
+        lines=lines,
+    )
+
+
+# --------------------------------------------------------------------------- storing
+
+
+def store_orders(session: Session, records: Sequence[OrderRecord], source: str) -> OrderReport:
+    """Insert new orders; for ones already stored, update only payment and cancellation status.
+
+    Runs in a savepoint: an order inserted meanwhile by another process (the same hook
+    delivered twice at once) is found and counted as already stored.
+    """
+    report = OrderReport(orders=len(records), lines=sum(len(r.lines) for r in records))
+    products = _products_by_sku(session, {line.sku for r in records for line in r.lines})
+    for record in records:
+        existing = _find_order(session, record)
+        if existing is None:
+            try:
+                with session.begin_nested():
+                    order = _new_order(record, source, products)
+                    session.add(order)
+                    session.flush()
+            except IntegrityError:
+                existing = _find_order(session, record)
+                if existing is None:
+                    raise
+            else:
+                report.created += 1
+                report.stored.append(order.id)
+                continue
+        report.stored.append(existing.id)
+        changed = False
+        if existing.external_id is None and record.external_id is not None:
+            existing.external_id = record.external_id
+            changed = True
+        if record.financial_status and existing.financial_status != record.financial_status:
+            existing.financial_status = record.financial_status
+            changed = True
+        if record.cancelled_at is not None and existing.cancelled_at != record.cancelled_at:
+            existing.cancelled_at = record.cancelled_at
+            changed = True
+        if changed:
+            report.updated += 1
+        else:
+            report.unchanged += 1
+    session.flush()
+    return report
+
+
+def _find_order(session: Session, record: OrderRecord) -> Order | None:
+    """Return the stored order with this name or store id, if any."""
+    condition = Order.name == record.name
+    if record.external_id is not None:
+        condition = or_(condition, Order.external_id == record.external_id)
+    return session.scalars(select(Order).where(condition).order_by(Order.id).limit(1)).first()
+
+
+def _products_by_sku(session: Session, skus: set[str | None]) -> dict[str, str]:
+    """Return the product handle of each known SKU."""
+    wanted = sorted(sku for sku in skus if sku)
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = session.execute(
+            select(Variant.sku, Variant.product_id).where(Variant.sku.in_(chunk))
+        ).all()
+        if not rows:
+            continue
+        handles = dict(
+            session.execute(
+                select(Product.id, Product.handle).where(
+                    Product.id.in_({product_id for _sku, product_id in rows})
+                )
+            ).tuples()
+        )
+        found.update({sku: handles[product_id] for sku, product_id in rows if sku})
+    return found
+
+
+def _new_order(record: OrderRecord, source: str, products: Mapping[str, str]) -> Order:
+    """Build an order row with its lines."""
+    return Order(
+        name=record.name,
+        external_id=record.external_id,
+        address=record.address,
+        ordered_at=record.ordered_at,
+        currency=record.currency,
+        total=record.total,
+        financial_status=record.financial_status,
+        cancelled_at=record.cancelled_at,
+        source=source,
+        lines=[
+            OrderLine(
+                position=position,
+                sku=line.sku,
+                product_handle=products.get(line.sku) if line.sku else None,
+                title=line.title,
+                quantity=line.quantity,
+                price=line.price,
+                attribution="",
+            )
+            for position, line in enumerate(record.lines, start=1)
+        ],
+    )
+
+
+def import_orders(session: Session, path: str | Path) -> OrderReport:
+    """Store the orders of a Shopify orders export, all or nothing (OrderImportError lists why)."""
+    records = read_orders_csv(Path(path))
+    return store_orders(session, records, "csv")
+
+
+def forget_orders(session: Session, address: str) -> int:
+    """Remove a normalized address from every order (erasure); return how many orders had it.
+
+    The orders stay, with their attribution, as anonymous sales.
+    """
+    result = session.execute(
+        update(Order)
+        .where(Order.address == address)
+        .values(address=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def is_sale(order: Order) -> bool:
+    """Return True unless the order was cancelled, voided or refunded."""
+    return order.cancelled_at is None and order.financial_status not in NOT_SALES
+
+
+def order_summary(report: OrderReport) -> dict[str, Any]:
+    """Return the counts of a report as the orders hook answers them."""
+    return {
+        "orders": report.orders,
+        "created": report.created,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+    }
