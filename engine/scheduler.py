@@ -36,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from engine.db import Database, utcnow
+from engine.feed import refresh_catalog_feed
 from engine.mail import make_backend
 from engine.mailqueue import DrainReport, drain, purge_sent
 from engine.models import JobLock, SchedulerHeartbeat
@@ -94,6 +95,7 @@ JOBS: tuple[ScheduledJob, ...] = (
     ScheduledJob("mail-queue", "MAIL_QUEUE_INTERVAL_SECONDS", send_queued_mail),
     ScheduledJob("waitlist-purge", "WAITLIST_PURGE_INTERVAL_SECONDS", purge_waitlists),
     ScheduledJob("mail-purge", "MAIL_PURGE_INTERVAL_SECONDS", purge_sent_mail),
+    ScheduledJob("catalog-feed", "CATALOG_FEED_INTERVAL_SECONDS", refresh_catalog_feed),
 )
 
 
