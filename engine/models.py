@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -524,3 +525,55 @@ class OrderLine(Base):
     attributed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     order: Mapped[Order] = relationship(back_populates="lines")
+
+
+# --- search data -----------------------------------------------------------------------------
+
+SEARCH_KINDS = ("pages", "queries")
+
+
+class SearchDataset(Base):
+    """One imported Search Console table (pages or queries) for one date range and search type.
+
+    Importing the same kind, range and search type again replaces the rows (never doubles).
+    """
+
+    __tablename__ = "search_dataset"
+    __table_args__ = (
+        UniqueConstraint("kind", "search_type", "date_from", "date_to", name="uq_search_dataset"),
+        Index("ix_search_dataset_range", "date_from", "date_to"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: "pages" or "queries".
+    kind: Mapped[str] = mapped_column(String(10))
+    #: Search Console's search type filter ("web", "image", "video", "news", "discover").
+    search_type: Mapped[str] = mapped_column(String(20), default="web")
+    #: First and last day (inclusive) the figures cover.
+    date_from: Mapped[dt.date] = mapped_column(Date)
+    date_to: Mapped[dt.date] = mapped_column(Date)
+    #: The file it came from (name only), for the record.
+    filename: Mapped[str] = mapped_column(String(500), default="")
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    imported_at: Mapped[Timestamp] = mapped_column(default=utcnow)
+
+
+class SearchRow(Base):
+    """One page or query of a Search Console table, with the product it maps to, if any."""
+
+    __tablename__ = "search_row"
+    __table_args__ = (
+        Index("ix_search_row_dataset", "dataset_id"),
+        Index("ix_search_row_product", "product_handle"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("search_dataset.id", ondelete="CASCADE"))
+    #: The page's path on the site ("/products/tent/") or the query text.
+    key: Mapped[str] = mapped_column(String(2000))
+    #: The product the page or query maps to; NULL for other pages and unmapped queries.
+    product_handle: Mapped[str | None] = mapped_column(String(255))
+    clicks: Mapped[int] = mapped_column(Integer)
+    impressions: Mapped[int] = mapped_column(Integer)
+    #: Average position as Search Console reports it (NULL when the export has none).
+    position: Mapped[float | None] = mapped_column(Float)
