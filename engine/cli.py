@@ -426,16 +426,52 @@ def subscribers_forget(email: str) -> None:
 
     with get_db().session() as session:
         erasure = forget(session, str(current_app.config["SECRET_KEY"]), email, utcnow())
-    if not erasure.found and not erasure.mail_removed:
+    if not erasure.found and not erasure.mail_removed and not erasure.orders_anonymized:
         click.echo("no personal data held for that address")
     else:
         click.echo(
             f"erased: subscriber {'removed' if erasure.found else 'not found'}, "
             f"{erasure.signups_anonymized} signup(s) anonymized, "
-            f"{erasure.mail_removed} email(s) deleted from the mail queue"
+            f"{erasure.mail_removed} email(s) deleted from the mail queue, "
+            f"{erasure.orders_anonymized} order(s) anonymized"
         )
     if erasure.suppressed:
         click.echo("the address stays on the suppression list (as a keyed hash)")
+
+
+@click.group("orders", help="Store orders, for restock campaign attribution.")
+def orders_group() -> None:
+    """Group the order commands."""
+
+
+@orders_group.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@with_appcontext
+@needs_schema
+def orders_import(path: Path) -> None:
+    """Import a Shopify orders CSV export, all or nothing; orders already stored are kept.
+
+    Reads Name, Id, Email, Created at, Financial Status, Cancelled at, Currency, Total and
+    the Lineitem quantity, name, price and sku of each row; then attributes the orders to
+    the restock emails that led to them.
+    """
+    from engine.orders import OrderImportError, attribute_orders, import_orders
+
+    try:
+        with get_db().session() as session:
+            report = import_orders(session, path)
+            attributed = attribute_orders(
+                session,
+                order_ids=report.stored,
+                window_days=float(current_app.config["ATTRIBUTION_WINDOW_DAYS"]),
+            )
+    except OrderImportError as exc:
+        for problem in exc.errors:
+            click.echo(problem, err=True)
+        fail(f"{len(exc.errors)} problem(s) in {path.name}; nothing was imported")
+        return
+    click.echo(report.summary())
+    click.echo(f"{attributed} line item(s) attributed to restock emails")
 
 
 def init_app(app: Flask) -> None:
@@ -450,6 +486,7 @@ def init_app(app: Flask) -> None:
         demo,
         waitlist_group,
         subscribers_group,
+        orders_group,
     ):
         app.cli.add_command(command)
 

@@ -168,9 +168,9 @@ def apply_items(session: Session, items: Sequence[InventoryItem]) -> InventoryRe
         query = select(Variant).where(Variant.sku.in_(chunk)).order_by(Variant.id)
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(of=Variant)
-        for variant in session.scalars(query):
-            if variant.sku is not None:
-                variants[variant.sku] = variant
+        for row in session.scalars(query):
+            if row.sku is not None:
+                variants[row.sku] = row
     for item in items:
         variant = variants.get(item.sku)
         if variant is None:

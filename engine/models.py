@@ -518,8 +518,10 @@ class OrderLine(Base):
     quantity: Mapped[int] = mapped_column(Integer)
     price: Mapped[Money]
     #: Set by attribution: the restock campaign and message this line is a conversion of.
-    campaign_id: Mapped[int | None] = mapped_column(Integer)
-    campaign_message_id: Mapped[int | None] = mapped_column(Integer)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="SET NULL"))
+    campaign_message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("campaign_message.id", ondelete="SET NULL")
+    )
     #: "direct" (a click on the email came first), "assisted", or "" (not a conversion).
     attribution: Mapped[str] = mapped_column(String(10), default="")
     attributed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -16,11 +16,21 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from engine.models import Order, OrderLine, Product, Variant
+from engine.db import Database, utcnow
+from engine.models import (
+    Campaign,
+    CampaignMessage,
+    Order,
+    OrderLine,
+    PageView,
+    Product,
+    Subscriber,
+    Variant,
+)
 from engine.waitlist import InvalidEmail, normalize_email
 
 #: Columns of a Shopify orders export this import reads (the export has many more).
@@ -501,3 +511,171 @@ def order_summary(report: OrderReport) -> dict[str, Any]:
         "updated": report.updated,
         "unchanged": report.unchanged,
     }
+
+
+# --------------------------------------------------------------------------- attribution
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A restock email that reached (or left for) a person: the candidate for a sale."""
+
+    message_pk: int
+    campaign_id: int
+    token: str
+    sent_at: dt.datetime
+    clicked_at: dt.datetime | None
+
+
+#: Message statuses that never left: they cannot have led to a sale.
+NOT_SENT = ("failed", "skipped")
+#: Addresses / tokens per lookup query.
+ATTRIBUTION_BATCH = 500
+
+
+def attribute_orders(
+    session: Session,
+    since: dt.datetime | None = None,
+    *,
+    order_ids: Sequence[int] | None = None,
+    window_days: float = 7.0,
+) -> int:
+    """Attribute order lines to the restock emails that led to them; return how many are sales.
+
+    A line is a conversion of a restock email when it buys the email's product (any of
+    its variants), the order's address is the recipient's, and the order came after the
+    email was sent and within ``window_days`` of it (the latest such email wins). It is
+    "direct" when the person clicked the email (a provider click event, or a page view
+    carrying the email's ``et`` token) before ordering, "assisted" otherwise. Cancelled,
+    voided and refunded orders are no sale. Runs again safely: the lines in scope
+    (``since``: ordered then or later; ``order_ids``: those orders; neither: all) are
+    recomputed, so late click events and later cancellations are taken into account.
+    """
+    query = select(OrderLine, Order).join(Order, OrderLine.order_id == Order.id)
+    if since is not None:
+        query = query.where(Order.ordered_at >= since)
+    if order_ids is not None:
+        if not order_ids:
+            return 0
+        query = query.where(Order.id.in_(list(order_ids)))
+    rows = session.execute(query.order_by(OrderLine.id)).tuples().all()
+    window = dt.timedelta(days=window_days)
+    wanted = [
+        (line, order)
+        for line, order in rows
+        if line.product_handle and order.address and is_sale(order)
+    ]
+    sent: dict[tuple[str, str], list[_Sent]] = {}
+    addresses = sorted({order.address for _line, order in wanted if order.address})
+    earliest = min((order.ordered_at for _line, order in wanted), default=None)
+    for start in range(0, len(addresses), ATTRIBUTION_BATCH):
+        chunk = addresses[start : start + ATTRIBUTION_BATCH]
+        assert earliest is not None
+        found = session.execute(
+            select(
+                Subscriber.address,
+                Campaign.product_handle,
+                CampaignMessage.id,
+                CampaignMessage.campaign_id,
+                CampaignMessage.message_id,
+                CampaignMessage.sent_at,
+                CampaignMessage.clicked_at,
+            )
+            .join(Campaign, CampaignMessage.campaign_id == Campaign.id)
+            .join(Subscriber, CampaignMessage.subscriber_id == Subscriber.id)
+            .where(
+                Subscriber.address.in_(chunk),
+                CampaignMessage.sent_at.is_not(None),
+                CampaignMessage.sent_at >= earliest - window,
+                CampaignMessage.status.not_in(NOT_SENT),
+            )
+        ).tuples()
+        for address, handle, pk, campaign_id, token, sent_at, clicked_at in found:
+            assert sent_at is not None
+            sent.setdefault((address, handle), []).append(
+                _Sent(pk, campaign_id, token, sent_at, clicked_at)
+            )
+    # The email each line is a sale of: the latest one sent before the order, in the window.
+    matches: dict[int, _Sent] = {}
+    for line, order in wanted:
+        assert order.address is not None and line.product_handle is not None
+        candidates = [
+            email
+            for email in sent.get((order.address, line.product_handle), [])
+            if email.sent_at <= order.ordered_at <= email.sent_at + window
+        ]
+        if candidates:
+            matches[line.id] = max(candidates, key=lambda email: (email.sent_at, email.message_pk))
+    visited = _first_visits(session, {email.token for email in matches.values()})
+    now = utcnow()
+    conversions = 0
+    for line, order in rows:
+        email = matches.get(line.id)
+        attribution = ""
+        if email is not None:
+            clicks = [t for t in (email.clicked_at, visited.get(email.token)) if t is not None]
+            clicked = any(moment <= order.ordered_at for moment in clicks)
+            attribution = "direct" if clicked else "assisted"
+            conversions += 1
+        values = (
+            (email.campaign_id, email.message_pk, attribution)
+            if email is not None
+            else (None, None, "")
+        )
+        if (line.campaign_id, line.campaign_message_id, line.attribution) != values:
+            line.campaign_id, line.campaign_message_id, line.attribution = values
+        line.attributed_at = now
+    session.flush()
+    return conversions
+
+
+def _first_visits(session: Session, tokens: set[str]) -> dict[str, dt.datetime]:
+    """Return the first page view time of each email link token (``et``) seen on the site."""
+    wanted = sorted(tokens)
+    first: dict[str, dt.datetime] = {}
+    for start in range(0, len(wanted), ATTRIBUTION_BATCH):
+        chunk = wanted[start : start + ATTRIBUTION_BATCH]
+        rows = session.execute(
+            select(PageView.engine_token, func.min(PageView.ts))
+            .where(PageView.engine_token.in_(chunk))
+            .group_by(PageView.engine_token)
+        ).tuples()
+        first.update({token: ts for token, ts in rows if ts is not None})
+    return first
+
+
+def campaign_conversions(session: Session, campaign_id: int) -> dict[str, Any]:
+    """Return a campaign's sales: people who converted, of them direct and assisted, revenue.
+
+    A person (one email) counts once, as direct when any of their attributed lines is
+    direct; revenue is the price times quantity of the attributed lines (the awaited
+    product), not whole order totals.
+    """
+    rows = session.execute(
+        select(
+            OrderLine.campaign_message_id,
+            OrderLine.attribution,
+            OrderLine.price,
+            OrderLine.quantity,
+        ).where(OrderLine.campaign_id == campaign_id, OrderLine.attribution != "")
+    ).tuples()
+    kinds: dict[int | None, set[str]] = {}
+    revenue = Decimal("0.00")
+    for message_pk, attribution, price, quantity in rows:
+        kinds.setdefault(message_pk, set()).add(attribution)
+        revenue += price * quantity
+    direct = sum(1 for found in kinds.values() if "direct" in found)
+    return {
+        "converted": len(kinds),
+        "direct": direct,
+        "assisted": len(kinds) - direct,
+        "revenue": revenue,
+    }
+
+
+def attribute_recent_orders(db: Database, settings: Mapping[str, Any], now: dt.datetime) -> int:
+    """The attribution job: re-attribute orders of the last window (late click events count)."""
+    window_days = float(settings["ATTRIBUTION_WINDOW_DAYS"])
+    since = now - dt.timedelta(days=window_days + 1)
+    with db.session() as session:
+        return attribute_orders(session, since, window_days=window_days)

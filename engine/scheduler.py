@@ -40,6 +40,7 @@ from engine.feed import refresh_catalog_feed
 from engine.mail import make_backend
 from engine.mailqueue import DrainReport, drain, purge_sent
 from engine.models import JobLock, SchedulerHeartbeat
+from engine.orders import attribute_recent_orders
 from engine.waitlist import PurgeReport, purge_unconfirmed
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ JOBS: tuple[ScheduledJob, ...] = (
     ScheduledJob("waitlist-purge", "WAITLIST_PURGE_INTERVAL_SECONDS", purge_waitlists),
     ScheduledJob("mail-purge", "MAIL_PURGE_INTERVAL_SECONDS", purge_sent_mail),
     ScheduledJob("catalog-feed", "CATALOG_FEED_INTERVAL_SECONDS", refresh_catalog_feed),
+    ScheduledJob("attribution", "ATTRIBUTION_INTERVAL_SECONDS", attribute_recent_orders),
 )
 
 

@@ -91,6 +91,7 @@ DEFAULTS: dict[str, Any] = {
     "HOOK_TOLERANCE_SECONDS": 300,  # a signed hook's timestamp may be this far from our clock
     "HOOK_MAX_BODY_BYTES": 5_000_000,  # larger hook bodies get 413
     "ATTRIBUTION_WINDOW_DAYS": 7,  # an order this long after a restock email can be its sale
+    "ATTRIBUTION_INTERVAL_SECONDS": 3600,  # the attribution job (late click events); 0 = off
     # Waitlists (signups, double opt-in, rate limits)
     "WAITLIST_CONSENT_TEXT": (
         "Email me when this product is available. I can unsubscribe at any time."

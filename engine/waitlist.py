@@ -800,6 +800,8 @@ class Erasure:
     signups_anonymized: int
     mail_removed: int
     suppressed: bool
+    #: Orders that lose the address (they stay as anonymous sales).
+    orders_anonymized: int = 0
 
 
 def forget(session: Session, secret: str, email: str, now: dt.datetime) -> Erasure:
@@ -814,10 +816,14 @@ def forget(session: Session, secret: str, email: str, now: dt.datetime) -> Erasu
     except InvalidEmail:
         address = email.strip().lower()
     mail_removed = forget_address(session, address)
+    # Imported here: engine.orders reads addresses with this module's normalize_email.
+    from engine.orders import forget_orders
+
+    orders = forget_orders(session, address)
     subscriber = session.scalar(select(Subscriber).where(Subscriber.address == address))
     suppressed = is_suppressed(session, secret, address)
     if subscriber is None:
-        return Erasure(False, 0, mail_removed, suppressed)
+        return Erasure(False, 0, mail_removed, suppressed, orders)
     signups = list(session.scalars(select(Signup).where(Signup.subscriber_id == subscriber.id)))
     for signup in signups:
         if signup.status in WAITING:
@@ -833,7 +839,7 @@ def forget(session: Session, secret: str, email: str, now: dt.datetime) -> Erasu
     session.flush()
     session.delete(subscriber)
     session.flush()
-    return Erasure(True, anonymized, mail_removed, suppressed)
+    return Erasure(True, anonymized, mail_removed, suppressed, orders)
 
 
 # --------------------------------------------------------------------------- import

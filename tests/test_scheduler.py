@@ -253,14 +253,20 @@ def test_scheduler_keeps_running_jobs_after_one_fails(app: Flask, db: Database) 
 def test_scheduler_runs_the_registered_jobs_and_skips_switched_off_ones(
     app: Flask, db: Database
 ) -> None:
-    assert [job.name for job in JOBS][:4] == [
+    assert [job.name for job in JOBS][:5] == [
         "mail-queue",
         "waitlist-purge",
         "mail-purge",
         "catalog-feed",
+        "attribution",
     ]
     queue_one(db)
-    settings = settings_of(app, WAITLIST_PURGE_INTERVAL_SECONDS=0, CATALOG_FEED_INTERVAL_SECONDS=0)
+    settings = settings_of(
+        app,
+        WAITLIST_PURGE_INTERVAL_SECONDS=0,
+        CATALOG_FEED_INTERVAL_SECONDS=0,
+        ATTRIBUTION_INTERVAL_SECONDS=0,
+    )
     scheduler = JobScheduler(db, settings, role="worker")
     assert [job.name for job in scheduler.jobs] == ["mail-queue", "mail-purge"]
     scheduler.start()

@@ -15,7 +15,13 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from engine.db import get_db, utcnow
 from engine.inventory import InventoryPayloadError, apply_items, parse_items
-from engine.orders import OrderImportError, order_from_payload, order_summary, store_orders
+from engine.orders import (
+    OrderImportError,
+    attribute_orders,
+    order_from_payload,
+    order_summary,
+    store_orders,
+)
 from engine.signatures import SIGNATURE_HEADER, SignatureError, verify_signature
 
 bp = Blueprint("hooks", __name__)
@@ -89,10 +95,13 @@ def orders_hook() -> Response:
         record = order_from_payload(payload)
     except OrderImportError as exc:
         return _error(400, "the order has errors; nothing was stored", errors=exc.errors)
+    window = float(current_app.config["ATTRIBUTION_WINDOW_DAYS"])
     with get_db().session() as session:
         report = store_orders(session, [record], "hook")
+        conversions = attribute_orders(session, order_ids=report.stored, window_days=window)
     status = "created" if report.created else "updated" if report.updated else "unchanged"
-    response = jsonify({"status": status, "order": record.name, **order_summary(report)})
+    answer = {"status": status, "order": record.name, **order_summary(report)}
+    response = jsonify({**answer, "attributed_lines": conversions})
     response.headers["Cache-Control"] = "no-store"
     return response
 
