@@ -180,6 +180,10 @@ class SiteInfo:
     category_page_size: int
     related_products: int
     home_highlights: int
+    # The waitlist form: its consent wording (and that wording's version) and quantity cap.
+    waitlist_consent_text: str
+    waitlist_consent_version: str
+    waitlist_max_quantity: int
     digest: str = field(default="", compare=False)
 
     def shipping_details(self) -> dict[str, Any]:
@@ -253,7 +257,11 @@ def site_info(
         valid_until = price_valid_until(
             today or dt.date.today(), int(settings.get("PRICE_VALID_DAYS", 365))
         ).isoformat()
+    # Imported here: engine.waitlist formats prices with this module.
+    from engine.waitlist import consent_version
+
     site_url = str(base_url or settings["SITE_URL"]).rstrip("/")
+    consent_text = str(settings.get("WAITLIST_CONSENT_TEXT") or "")
     info = SiteInfo(
         name=str(settings.get("SITE_NAME", "")),
         url=site_url,
@@ -280,6 +288,9 @@ def site_info(
         category_page_size=max(1, int(settings.get("CATEGORY_PAGE_SIZE", 24))),
         related_products=max(0, int(settings.get("RELATED_PRODUCTS", 4))),
         home_highlights=max(0, int(settings.get("HOME_HIGHLIGHTS", 8))),
+        waitlist_consent_text=consent_text,
+        waitlist_consent_version=consent_version(consent_text),
+        waitlist_max_quantity=max(1, int(settings.get("WAITLIST_MAX_QUANTITY", 10))),
     )
     values = tuple(getattr(info, f.name) for f in dataclasses.fields(info) if f.name != "digest")
     return dataclasses.replace(info, digest=_hash(repr(values)))
