@@ -440,13 +440,14 @@ def _products_by_sku(session: Session, skus: set[str | None]) -> dict[str, str]:
         ).all()
         if not rows:
             continue
-        handles = dict(
-            session.execute(
+        handles: dict[int, str] = {
+            product_id: handle
+            for product_id, handle in session.execute(
                 select(Product.id, Product.handle).where(
                     Product.id.in_({product_id for _sku, product_id in rows})
                 )
-            ).tuples()
-        )
+            )
+        }
         found.update({sku: handles[product_id] for sku, product_id in rows if sku})
     return found
 
@@ -558,7 +559,7 @@ def attribute_orders(
         if not order_ids:
             return 0
         query = query.where(Order.id.in_(list(order_ids)))
-    rows = session.execute(query.order_by(OrderLine.id)).tuples().all()
+    rows = session.execute(query.order_by(OrderLine.id)).all()
     window = dt.timedelta(days=window_days)
     wanted = [
         (line, order)
@@ -589,7 +590,7 @@ def attribute_orders(
                 CampaignMessage.sent_at >= earliest - window,
                 CampaignMessage.status.not_in(NOT_SENT),
             )
-        ).tuples()
+        )
         for address, handle, pk, campaign_id, token, sent_at, clicked_at in found:
             assert sent_at is not None
             sent.setdefault((address, handle), []).append(
@@ -639,7 +640,7 @@ def _first_visits(session: Session, tokens: set[str]) -> dict[str, dt.datetime]:
             select(PageView.engine_token, func.min(PageView.ts))
             .where(PageView.engine_token.in_(chunk))
             .group_by(PageView.engine_token)
-        ).tuples()
+        )
         first.update({token: ts for token, ts in rows if ts is not None})
     return first
 
@@ -658,7 +659,7 @@ def campaign_conversions(session: Session, campaign_id: int) -> dict[str, Any]:
             OrderLine.price,
             OrderLine.quantity,
         ).where(OrderLine.campaign_id == campaign_id, OrderLine.attribution != "")
-    ).tuples()
+    )
     kinds: dict[int | None, set[str]] = {}
     revenue = Decimal("0.00")
     for message_pk, attribution, price, quantity in rows:
