@@ -343,6 +343,8 @@ def demo(host: str, port: int, no_serve: bool) -> None:
         click.echo(f"demo catalog imported: {setup.imported.summary()}")
     else:
         click.echo("demo catalog already in this instance: kept as it is")
+    if setup.signups:
+        click.echo(f"demo waitlists: {setup.signups} signup(s) added")
     if written:
         names = ", ".join(name.lower() for name in written)
         click.echo(f"wrote {names} to {instance / 'config.toml'}")
@@ -474,8 +476,187 @@ def orders_import(path: Path) -> None:
     click.echo(f"{attributed} line item(s) attributed to restock emails")
 
 
+def _coming_soon(app: Flask) -> dict[str, tuple[str, str]]:
+    """Return handle -> (title, brand) of the content's coming-soon products (none on errors)."""
+    from engine.content import ContentErrors, load_content
+
+    try:
+        content = load_content(Path(str(app.config["CONTENT_DIR"])))
+    except ContentErrors as exc:
+        click.echo(
+            f"warning: {len(exc.errors)} problem(s) in the content; coming-soon products "
+            "are left out",
+            err=True,
+        )
+        return {}
+    return {
+        handle: (str(doc.meta.get("title", handle)), str(doc.meta.get("brand", "")))
+        for handle, doc in content.products.items()
+        if doc.meta.get("status") == "coming-soon"
+    }
+
+
+@click.group("search-data", help="Google Search Console data.")
+def search_data_group() -> None:
+    """Group the search data commands."""
+
+
+@search_data_group.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--from", "date_from", metavar="DATE", help="First day the export covers.")
+@click.option("--to", "date_to", metavar="DATE", help="Last day the export covers.")
+@with_appcontext
+@needs_schema
+def search_data_import(path: Path, date_from: str | None, date_to: str | None) -> None:
+    """Import a Search Console performance export: a Pages or Queries CSV, or the zip.
+
+    Headers and numbers may be in any of en, de, fr, es, it, pt, nl, ja. The date range is
+    --from/--to, else the zip's Filters.csv (or its per-day chart), else the 28 days ending
+    yesterday. Importing the same range again replaces it.
+    """
+    from engine.searchdata import (
+        ProductName,
+        SearchDataError,
+        import_search_data,
+        parse_date,
+        product_names,
+    )
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        first = parse_date(date_from) if date_from else None
+        last = parse_date(date_to) if date_to else None
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    if first and last and last < first:
+        fail("--to is before --from")
+        return
+    today = _today(app)
+    coming = {h: ProductName(h, t, b) for h, (t, b) in _coming_soon(app).items()}
+    try:
+        with get_db().session() as session:
+            report = import_search_data(
+                session,
+                path,
+                site_url=str(app.config["SITE_URL"]),
+                today=today,
+                products=product_names(session, coming),
+                date_from=first,
+                date_to=last,
+            )
+    except SearchDataError as exc:
+        for problem in exc.errors:
+            click.echo(problem, err=True)
+        fail(f"{len(exc.errors)} problem(s) in {path.name}; nothing was imported")
+        return
+    click.echo(report.summary())
+
+
+def _today(app: Flask) -> Any:
+    """Return today's date in the site's time zone."""
+    from zoneinfo import ZoneInfo
+
+    from engine.db import utcnow
+
+    return utcnow().astimezone(ZoneInfo(str(app.config.get("TIMEZONE") or "UTC"))).date()
+
+
+@click.group("demand", help="Demand, restock priority and reorder quantities.")
+def demand_group() -> None:
+    """Group the demand commands."""
+
+
+@demand_group.command("report")
+@click.option("--days", type=click.IntRange(1, 3660), help="Window in days (DEMAND_REPORT_DAYS).")
+@click.option(
+    "--by", type=click.Choice(["product", "page", "source"]), default="product", show_default=True
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@with_appcontext
+@needs_schema
+def demand_report_command(days: int | None, by: str, fmt: str) -> None:
+    """Show demand per product (or page, or source) with restock priority and reorder.
+
+    Today's page views count (raw events of today plus roll-ups of past days).
+    """
+    import json
+
+    from engine.db import utcnow
+    from engine.demand import demand_report, format_table, write_csv
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    coming = {h: title for h, (title, _b) in _coming_soon(app).items()} if by == "product" else {}
+    with get_db().session() as session:
+        report = demand_report(
+            session,
+            app.config,
+            days=days or int(app.config["DEMAND_REPORT_DAYS"]),
+            by=by,
+            now=utcnow(),
+            coming_soon=coming,
+        )
+    if fmt == "json":
+        click.echo(json.dumps(report.rows, indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        write_csv(report, sys.stdout)
+    else:
+        click.echo(format_table(report))
+
+
+@click.group("experiments", help="Content tests (demand_test in front matter).")
+def experiments_group() -> None:
+    """Group the content test commands."""
+
+
+@experiments_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@with_appcontext
+@needs_schema
+def experiments_list(as_json: bool) -> None:
+    """List content tests with their numbers and verdict (invest, keep testing, pivot)."""
+    import json
+
+    from engine.content import ContentErrors, load_content
+    from engine.experiments import list_experiments
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        content = load_content(Path(str(app.config["CONTENT_DIR"])))
+    except ContentErrors as exc:
+        for error in exc.errors:
+            click.echo(str(error), err=True)
+        fail(f"{len(exc.errors)} problem(s) in {app.config['CONTENT_DIR']}")
+        return
+    with get_db().session() as session:
+        results = list_experiments(session, content, _today(app), app.config)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in results], indent=2))
+        return
+    if not results:
+        click.echo("no content tests (add demand_test to a guide or coming-soon product)")
+        return
+    for r in results:
+        t = r.test
+        rate = f"{r.rate:.2%}" if r.rate is not None else "-"
+        click.echo(
+            f"{t.source}: {r.verdict.upper()} - P(rate > {t.goal:.2%}) = {r.probability:.1%}; "
+            f"{r.signups} signups / {r.visitors} visitors = {rate} "
+            f"(min {t.min_visitors} visitors; {t.start} to {t.end}, {r.status}; "
+            f"products: {', '.join(t.products) or '-'})"
+        )
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on the app's CLI (so ``flask --app engine`` has them)."""
+    from engine.campaigns.cli import campaigns_group
+
     for command in (
         db_group,
         stock_group,
@@ -487,6 +668,7 @@ def init_app(app: Flask) -> None:
         waitlist_group,
         subscribers_group,
         orders_group,
+        campaigns_group,
     ):
         app.cli.add_command(command)
 

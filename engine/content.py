@@ -510,6 +510,72 @@ def _attributes(file: _File, path: str, value: Any) -> Any:
     return table
 
 
+#: Fields of a ``demand_test`` (see engine/experiments.py) and their defaults.
+DEMAND_TEST_FIELDS = ("products", "goal", "min_visitors", "window_days", "start")
+DEMAND_TEST_METRICS = ("signups_per_visitor",)
+DEMAND_TEST_DEFAULTS: dict[str, Any] = {"min_visitors": 100, "window_days": 28}
+
+
+def _count(file: _File, path: str, value: Any, least: int) -> Any:
+    """Check a whole number of at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        file.at(path, f"'{path}' must be a whole number of at least {least}")
+        return _Invalid
+    return value
+
+
+def _demand_test(file: _File, path: str, value: Any) -> Any:
+    """Check a content test: products, goal (metric, rate), min_visitors, window_days, start."""
+    if value is _Invalid:
+        return value
+    if not isinstance(value, dict):
+        file.at(path, f"'{path}' must be 'name: value' lines ({', '.join(DEMAND_TEST_FIELDS)})")
+        return _Invalid
+    spec: dict[str, Any] = dict(DEMAND_TEST_DEFAULTS)
+    ok = True
+    for name in sorted(set(value) - set(DEMAND_TEST_FIELDS)):
+        known = ", ".join(sorted(DEMAND_TEST_FIELDS))
+        file.at(f"{path}.{name}", f"unknown field '{name}' in {path}; known: {known}")
+        ok = False
+    for name in ("goal", "start"):
+        if name not in value:
+            file.at(path, f"'{path}' needs '{name}'")
+            ok = False
+    if "products" in value:
+        spec["products"] = _HANDLES(file, f"{path}.products", value["products"])
+    if "start" in value:
+        spec["start"] = _date(file, f"{path}.start", value["start"])
+    for name, least in (("min_visitors", 1), ("window_days", 1)):
+        if name in value:
+            spec[name] = _count(file, f"{path}.{name}", value[name], least)
+    goal = value.get("goal")
+    if goal is not None:
+        goal_path = f"{path}.goal"
+        if not isinstance(goal, dict) or "rate" not in goal:
+            file.at(goal_path, f"'{goal_path}' needs 'rate' (and 'metric': signups_per_visitor)")
+            ok = False
+        else:
+            for name in sorted(set(goal) - {"metric", "rate"}):
+                file.at(f"{goal_path}.{name}", f"unknown field '{name}'; known: metric, rate")
+                ok = False
+            metric = goal.get("metric", DEMAND_TEST_METRICS[0])
+            if metric not in DEMAND_TEST_METRICS:
+                file.at(
+                    f"{goal_path}.metric",
+                    f"unknown metric '{metric}'; known: {', '.join(DEMAND_TEST_METRICS)}",
+                )
+                ok = False
+            rate = goal["rate"]
+            if isinstance(rate, bool) or not isinstance(rate, int | Decimal) or not 0 < rate < 1:
+                file.at(f"{goal_path}.rate", f"'{goal_path}.rate' must be a number between 0 and 1")
+                ok = False
+            else:
+                spec["goal"] = {"metric": metric, "rate": Decimal(rate)}
+    if not ok or any(item is _Invalid for item in spec.values()):
+        return _Invalid
+    return spec
+
+
 _TEXTS = _list_of(_text)
 _HANDLES = _list_of(_handle)
 
@@ -529,6 +595,7 @@ FIELDS: dict[str, dict[str, tuple[_Check, bool]]] = {
         "faq": (_faq, False),
         "attributes": (_attributes, False),
         "related": (_HANDLES, False),
+        "demand_test": (_demand_test, False),
     },
     "category": {
         "title": (_text, True),
@@ -548,13 +615,14 @@ FIELDS: dict[str, dict[str, tuple[_Check, bool]]] = {
         "title": (_text, True),
         "description": (_text, True),
         "products": (_HANDLES, False),
+        "demand_test": (_demand_test, False),
     },
     "page": {
         "title": (_text, True),
         "description": (_text, True),
     },
 }
-_COMING_SOON_ONLY = ("price", "category", "available_from")
+_COMING_SOON_ONLY = ("price", "category", "available_from", "demand_test")
 
 
 def _check_fields(kind: str, values: dict[str, Any], file: _File) -> dict[str, Any]:
@@ -835,6 +903,10 @@ def check_references(content: Content, catalog_handles: set[str]) -> list[Conten
         check_list(document, "products")
     for document in content.guides.values():
         check_list(document, "products")
+    for document in (*content.products.values(), *content.guides.values()):
+        tested = document.meta.get("demand_test", {}).get("products", ())
+        for index, handle in enumerate(tested):
+            check(document, f"demand_test.products.{index}", handle)
     for document in content.comparisons.values():
         check_list(document, "products")
         products = [h for h in document.meta.get("products", ()) if h in known]

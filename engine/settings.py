@@ -123,6 +123,21 @@ DEFAULTS: dict[str, Any] = {
     "TRACKING_RAW_RETENTION_DAYS": 90,  # raw views are purged after this; roll-ups stay
     "TRACKING_BATCH_MAX_ROWS": 500,  # most views one group commit writes
     "TRACKING_COMMIT_TIMEOUT_SECONDS": 30.0,  # a view not committed by then answers 503
+    # Demand report, restock priority and content tests (see engine/demand.py)
+    "DEMAND_REPORT_DAYS": 28,  # `engine demand report` window when --days is not given
+    "DEMAND_WAITLIST_CONVERSION": 0.12,  # share of units wanted by people waiting that sell
+    "DEMAND_VIEW_TO_ORDER_RATE": 0.01,  # units per product-page view (no signups, no orders)
+    "DEMAND_COVER_DAYS": 60,  # the suggested reorder covers this many days of demand
+    "DEMAND_RESTOCK_NOW_DAYS": 14,  # days of cover below this: restock_now
+    "DEMAND_WATCH_DAYS": 30,  # days of cover below this: watch
+    "DEMAND_OVERSTOCK_DAYS": 180,  # days of cover above this: overstocked
+    "DEMAND_SCORE_WEIGHT_VIEWS": 0.25,
+    "DEMAND_SCORE_WEIGHT_SEARCH": 0.15,  # search impressions
+    "DEMAND_SCORE_WEIGHT_SIGNUPS": 0.25,  # new signups in the window
+    "DEMAND_SCORE_WEIGHT_WAITLIST": 0.25,  # confirmed people waiting
+    "DEMAND_SCORE_WEIGHT_ORDERS": 0.10,  # units ordered in the window
+    "DEMAND_TEST_INVEST_PROBABILITY": 0.95,  # P(rate > goal) at or above this: invest
+    "DEMAND_TEST_PIVOT_PROBABILITY": 0.05,  # P(rate > goal) at or below this: pivot
     # Web service
     "SERVE_THREADS": 8,
     # Scheduler (engine worker, engine serve) and /healthz

@@ -382,7 +382,8 @@ description: twice
     assert errors_of(tmp_path) == [
         "products/tent.md:2: 'title' must be text; put it in quotes",
         "products/tent.md:3: unknown field 'colour'; known: attributes, available_from, brand, "
-        "category, description, faq, image, image_alt, price, related, replaced_by, status, title",
+        "category, demand_test, description, faq, image, image_alt, price, related, replaced_by, "
+        "status, title",
         "products/tent.md:4: 'price' is only for coming-soon products (add status: coming-soon, "
         "or set it in the catalog)",
         "products/tent.md:4: 'price' must be a number of at least 0 like 49.90, not 'cheap'",
