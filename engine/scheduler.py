@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from engine.campaigns.jobs import campaign_reconcile, campaign_waves, restock_campaigns
 from engine.db import Database, utcnow
 from engine.feed import refresh_catalog_feed
 from engine.mail import make_backend
@@ -98,6 +99,9 @@ JOBS: tuple[ScheduledJob, ...] = (
     ScheduledJob("mail-purge", "MAIL_PURGE_INTERVAL_SECONDS", purge_sent_mail),
     ScheduledJob("catalog-feed", "CATALOG_FEED_INTERVAL_SECONDS", refresh_catalog_feed),
     ScheduledJob("attribution", "ATTRIBUTION_INTERVAL_SECONDS", attribute_recent_orders),
+    ScheduledJob("restock-campaigns", "RESTOCK_CAMPAIGNS_INTERVAL_SECONDS", restock_campaigns),
+    ScheduledJob("campaign-waves", "CAMPAIGN_WAVES_INTERVAL_SECONDS", campaign_waves),
+    ScheduledJob("campaign-reconcile", "CAMPAIGN_RECONCILE_INTERVAL_SECONDS", campaign_reconcile),
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from engine.web import api, events, health, hooks, preview, subscriber
+from engine.web import api, events, health, hooks, preview, rejoin, subscriber
 
 
 def init_app(app: Flask) -> None:
@@ -16,6 +16,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(events.bp)
     app.register_blueprint(subscriber.bp)
     app.register_blueprint(hooks.bp)
+    app.register_blueprint(rejoin.bp)
     trust_proxies(app)
 
 

@@ -105,3 +105,39 @@ def orders_hook() -> Response:
     response.headers["Cache-Control"] = "no-store"
     return response
 
+
+
+@bp.post("/hooks/sendgrid")
+def sendgrid_hook() -> Response:
+    """Apply a batch of SendGrid Event Webhook events (ECDSA-signed), each once by sg_event_id."""
+    from engine.campaigns import SIGNATURE_HEADER as SENDGRID_SIGNATURE
+    from engine.campaigns import TIMESTAMP_HEADER as SENDGRID_TIMESTAMP
+    from engine.campaigns import apply_events
+    from engine.campaigns import verify_signature as verify_sendgrid
+
+    settings = current_app.config
+    public_key = str(settings.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or "")
+    if not public_key:
+        return _error(503, "SENDGRID_WEBHOOK_PUBLIC_KEY is not set; this hook is off")
+    limit = int(settings["HOOK_MAX_BODY_BYTES"])
+    if request.content_length is not None and request.content_length > limit:
+        return _error(413, f"the body is larger than {limit} bytes")
+    body = request.get_data(cache=True)
+    signature = request.headers.get(SENDGRID_SIGNATURE, "")
+    timestamp = request.headers.get(SENDGRID_TIMESTAMP, "")
+    if not verify_sendgrid(public_key, body, signature, timestamp):
+        return _error(401, f"missing or invalid {SENDGRID_SIGNATURE}")
+    try:
+        events = json.loads(body)
+    except ValueError:
+        return _error(400, "the body is not JSON")
+    if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
+        return _error(400, "the body must be a JSON array of event objects")
+    with get_db().session() as session:
+        report = apply_events(session, settings, events, utcnow())
+    response = jsonify(
+        {"received": report.received, "duplicates": report.duplicates,
+         "suppressed": report.suppressed}
+    )  # fmt: skip
+    response.headers["Cache-Control"] = "no-store"
+    return response
