@@ -53,6 +53,7 @@ class DemoSetup:
 
     imported: ImportReport | None  # None: the demo catalog was already there, kept as it is
     build: BuildReport
+    signups: int = 0  # demo waitlist signups added (0 when they were all there already)
 
 
 def demo_handles(path: Path = DEMO_CATALOG) -> set[str]:
@@ -101,13 +102,17 @@ def seed_demo(session: Session, path: Path = DEMO_CATALOG) -> ImportReport | Non
 def build_demo(
     session: Session, settings: Mapping[str, Any], *, out: Path | None = None
 ) -> DemoSetup:
-    """Seed the demo catalog and build the site; the demo never runs ``PUBLISH_COMMAND``."""
+    """Seed the demo catalog and waitlists, build the site; never runs ``PUBLISH_COMMAND``."""
+    from engine.db import utcnow
+    from engine.demo.signups import seed_signups
     from engine.publish import build_site
 
     imported = seed_demo(session)
+    signups = seed_signups(session, settings, utcnow())
     # The demo store must not be deployed to wherever this instance publishes its site.
     settings = {**settings, "PUBLISH_COMMAND": ""}
-    return DemoSetup(imported=imported, build=build_site(session, settings, out=out))
+    build = build_site(session, settings, out=out)
+    return DemoSetup(imported=imported, build=build, signups=signups)
 
 
 def explicit_settings(instance_path: Path, environ: Mapping[str, str] | None = None) -> set[str]:
