@@ -669,6 +669,9 @@ def init_app(app: Flask) -> None:
         subscribers_group,
         orders_group,
         campaigns_group,
+        search_data_group,
+        demand_group,
+        experiments_group,
     ):
         app.cli.add_command(command)
 

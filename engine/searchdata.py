@@ -257,18 +257,19 @@ class SearchImportReport:
 
 # --- numbers ----------------------------------------------------------------------------
 
-_SPACES = re.compile(r"[\s\u00a0\u202f\u2009']")
+# Group separators: spaces (plain, no-break, narrow no-break, thin) and the Swiss apostrophe.
+_SPACES = re.compile(r"[ \u00a0\u202f\u2009']")
 
 
 def parse_count(text: str) -> int | None:
     """Return a whole number written with any grouping ("1.234", "1 234", "1,234"), or None."""
-    cleaned = _SPACES.sub("", text).replace(".", "").replace(",", "")
+    cleaned = _SPACES.sub("", text.strip()).replace(".", "").replace(",", "")
     return int(cleaned) if cleaned.isdigit() else None
 
 
 def parse_decimal(text: str, language: str) -> float | None:
     """Return a decimal number ("3,5", "1,234.5", "3.5 %") read in the file's language."""
-    cleaned = _SPACES.sub("", text).rstrip("%")
+    cleaned = _SPACES.sub("", text.strip()).rstrip("%")
     if not cleaned:
         return None
     if "," in cleaned and "." in cleaned:
