@@ -266,6 +266,9 @@ def test_scheduler_runs_the_registered_jobs_and_skips_switched_off_ones(
         WAITLIST_PURGE_INTERVAL_SECONDS=0,
         CATALOG_FEED_INTERVAL_SECONDS=0,
         ATTRIBUTION_INTERVAL_SECONDS=0,
+        RESTOCK_CAMPAIGNS_INTERVAL_SECONDS=0,
+        CAMPAIGN_WAVES_INTERVAL_SECONDS=0,
+        CAMPAIGN_RECONCILE_INTERVAL_SECONDS=0,
     )
     scheduler = JobScheduler(db, settings, role="worker")
     assert [job.name for job in scheduler.jobs] == ["mail-queue", "mail-purge"]
