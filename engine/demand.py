@@ -320,8 +320,8 @@ def units_ordered(session: Session, window: Window) -> dict[str, int]:
     order = getattr(models, "Order", None)
     if line is None or order is None:
         return {}
-    bind = session.get_bind()
-    if not inspect(bind).has_table(line.__tablename__):
+    # On the session's own connection: a second connection would wait for its lock.
+    if not inspect(session.connection()).has_table(line.__tablename__):
         return {}
     first, after = window.utc_bounds()
     query = (
