@@ -35,7 +35,7 @@ def exact_beta_cdf(x: Fraction, a: int, b: int) -> Fraction:
 @pytest.mark.parametrize(
     ("x", "a", "b"),
     [("1/20", 1, 1), ("1/20", 6, 96), ("1/20", 31, 271), ("1/10", 3, 498), ("1/2", 40, 40),
-     ("3/100", 16, 286), ("7/10", 120, 45), ("1/20", 200, 3800), ("99/100", 2, 2)],
+     ("3/100", 16, 286), ("7/10", 120, 45), ("1/20", 60, 940), ("99/100", 2, 2)],
 )  # fmt: skip
 def test_incomplete_beta_matches_exact_binomial_sums(x: str, a: int, b: int) -> None:
     exact = float(exact_beta_cdf(Fraction(x), a, b))
