@@ -18,7 +18,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     instance_path = Path(
         (test_config or {}).get("INSTANCE_PATH") or default_instance_path()
     ).resolve()
-    app = Flask(__name__, instance_path=str(instance_path), instance_relative_config=True)
+    # No Flask static route: /assets/ belongs to the site, and every other path is a page.
+    app = Flask(
+        __name__,
+        instance_path=str(instance_path),
+        instance_relative_config=True,
+        static_folder=None,
+    )
     app.config.update(load_settings(instance_path, overrides=test_config))
 
     from engine import cli, db, web

@@ -93,3 +93,11 @@ def test_factory_leaves_an_empty_database_alone(tmp_path: Path) -> None:
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT name FROM sqlite_master").fetchall() == []
     engine.dispose()
+
+
+def test_no_route_shadows_site_pages(app: Flask) -> None:
+    prefixes = ("/api/", "/hooks/", "/waitlist/", "/unsubscribe/", "/admin/", "/healthz")
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("preview."):
+            continue
+        assert rule.rule.startswith(prefixes), f"{rule.rule} is outside the reserved prefixes"
