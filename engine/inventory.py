@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from engine.catalog import set_stock
 from engine.models import INVENTORY_POLICIES, Variant
@@ -165,7 +165,12 @@ def apply_items(session: Session, items: Sequence[InventoryItem]) -> InventoryRe
     variants: dict[str, Variant] = {}
     for start in range(0, len(skus), LOOKUP_BATCH):
         chunk = skus[start : start + LOOKUP_BATCH]
-        query = select(Variant).where(Variant.sku.in_(chunk)).order_by(Variant.id)
+        query = (
+            select(Variant)
+            .where(Variant.sku.in_(chunk))
+            .options(selectinload(Variant.product))
+            .order_by(Variant.id)
+        )
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(of=Variant)
         for row in session.scalars(query):

@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -378,47 +378,154 @@ def order_from_payload(payload: object) -> OrderRecord:
 # --------------------------------------------------------------------------- storing
 
 
+#: Orders looked up and inserted per round trip.
+STORE_BATCH = 500
+
+
 def store_orders(session: Session, records: Sequence[OrderRecord], source: str) -> OrderReport:
     """Insert new orders; for ones already stored, update only payment and cancellation status.
 
-    Runs in a savepoint: an order inserted meanwhile by another process (the same hook
-    delivered twice at once) is found and counted as already stored.
+    New orders are inserted in batches (Core statements: an export holds many thousands)
+    inside a savepoint; when another process stored one of them meanwhile (the same hook
+    delivered twice at once), that batch is stored one order at a time instead and the
+    order is counted as already stored.
     """
     report = OrderReport(orders=len(records), lines=sum(len(r.lines) for r in records))
     products = _products_by_sku(session, {line.sku for r in records for line in r.lines})
-    for record in records:
-        existing = _find_order(session, record)
-        if existing is None:
-            try:
-                with session.begin_nested():
-                    order = _new_order(record, source, products)
-                    session.add(order)
-                    session.flush()
-            except IntegrityError:
-                existing = _find_order(session, record)
-                if existing is None:
-                    raise
+    stored: list[int] = []
+    for start in range(0, len(records), STORE_BATCH):
+        chunk = records[start : start + STORE_BATCH]
+        known = _known_orders(session, chunk)
+        fresh: dict[str, OrderRecord] = {}
+        taken_ids: set[str] = set()
+        for record in chunk:
+            existing = known.get(("name", record.name))
+            if existing is None and record.external_id is not None:
+                existing = known.get(("id", record.external_id))
+            if existing is not None:
+                _update_order(existing, record, report)
+                stored.append(existing.id)
+            elif record.name in fresh or record.external_id in taken_ids:
+                report.unchanged += 1  # the same order twice in one batch
             else:
-                report.created += 1
-                report.stored.append(order.id)
-                continue
-        report.stored.append(existing.id)
-        changed = False
-        if existing.external_id is None and record.external_id is not None:
-            existing.external_id = record.external_id
-            changed = True
-        if record.financial_status and existing.financial_status != record.financial_status:
-            existing.financial_status = record.financial_status
-            changed = True
-        if record.cancelled_at is not None and existing.cancelled_at != record.cancelled_at:
-            existing.cancelled_at = record.cancelled_at
-            changed = True
-        if changed:
-            report.updated += 1
+                fresh[record.name] = record
+                if record.external_id is not None:
+                    taken_ids.add(record.external_id)
+        if not fresh:
+            continue
+        try:
+            with session.begin_nested():
+                stored.extend(_insert_orders(session, list(fresh.values()), source, products))
+        except IntegrityError:
+            for record in fresh.values():
+                stored.append(_store_one(session, record, source, products, report).id)
         else:
-            report.unchanged += 1
+            report.created += len(fresh)
     session.flush()
+    report.stored = list(dict.fromkeys(stored))
     return report
+
+
+def _insert_orders(
+    session: Session, records: Sequence[OrderRecord], source: str, products: Mapping[str, str]
+) -> list[int]:
+    """Insert orders and their lines with two multi-row statements; return the new ids."""
+    now = utcnow()
+    rows = [
+        {
+            "name": record.name,
+            "external_id": record.external_id,
+            "address": record.address,
+            "ordered_at": record.ordered_at,
+            "currency": record.currency,
+            "total": record.total,
+            "financial_status": record.financial_status,
+            "cancelled_at": record.cancelled_at,
+            "source": source,
+            "created_at": now,
+        }
+        for record in records
+    ]
+    ids = dict(
+        (name, order_id)
+        for order_id, name in session.execute(insert(Order).returning(Order.id, Order.name), rows)
+    )
+    lines = [
+        {
+            "order_id": ids[record.name],
+            "position": position,
+            "sku": line.sku,
+            "product_handle": products.get(line.sku) if line.sku else None,
+            "title": line.title,
+            "quantity": line.quantity,
+            "price": line.price,
+            "attribution": "",
+        }
+        for record in records
+        for position, line in enumerate(record.lines, start=1)
+    ]
+    if lines:
+        session.execute(insert(OrderLine), lines)
+    return [ids[record.name] for record in records]
+
+
+def _known_orders(session: Session, records: Sequence[OrderRecord]) -> dict[tuple[str, str], Order]:
+    """Return the stored orders with these records' names or store ids, keyed both ways."""
+    names = {record.name for record in records}
+    ids = {record.external_id for record in records if record.external_id is not None}
+    condition: ColumnElement[bool] = Order.name.in_(names)
+    if ids:
+        condition = or_(condition, Order.external_id.in_(ids))
+    known: dict[tuple[str, str], Order] = {}
+    for order in session.scalars(select(Order).where(condition).order_by(Order.id.desc())):
+        known[("name", order.name)] = order
+        if order.external_id is not None:
+            known[("id", order.external_id)] = order
+    return known
+
+
+def _store_one(
+    session: Session,
+    record: OrderRecord,
+    source: str,
+    products: Mapping[str, str],
+    report: OrderReport,
+) -> Order:
+    """Store one order in its own savepoint, or update it when it exists (by now)."""
+    existing = _find_order(session, record)
+    if existing is None:
+        try:
+            with session.begin_nested():
+                order = _new_order(record, source, products)
+                session.add(order)
+                session.flush()
+        except IntegrityError:
+            existing = _find_order(session, record)
+            if existing is None:
+                raise
+        else:
+            report.created += 1
+            return order
+    _update_order(existing, record, report)
+    return existing
+
+
+def _update_order(existing: Order, record: OrderRecord, report: OrderReport) -> None:
+    """Take a stored order's new payment and cancellation status from a record; count it."""
+    changed = False
+    if existing.external_id is None and record.external_id is not None:
+        existing.external_id = record.external_id
+        changed = True
+    if record.financial_status and existing.financial_status != record.financial_status:
+        existing.financial_status = record.financial_status
+        changed = True
+    if record.cancelled_at is not None and existing.cancelled_at != record.cancelled_at:
+        existing.cancelled_at = record.cancelled_at
+        changed = True
+    if changed:
+        report.updated += 1
+    else:
+        report.unchanged += 1
 
 
 def _find_order(session: Session, record: OrderRecord) -> Order | None:

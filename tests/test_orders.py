@@ -545,3 +545,22 @@ def test_csv_import_attributes_and_erasure_removes_the_address(
         assert first.address is None
         # The sale stays counted, anonymously.
         assert campaign_conversions(session, campaign_id)["revenue"] == Decimal("598.00")
+
+
+@pytest.mark.usefixtures("catalog")
+def test_an_order_stored_meanwhile_by_another_process_is_not_duplicated(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.orders
+
+    path = write(tmp_path, EXPORT)
+    with db.session() as session:
+        import_orders(session, path)
+    # As if another process inserted both orders between the lookup and the insert.
+    monkeypatch.setattr(engine.orders, "_known_orders", lambda session, records: {})
+    with db.session() as session:
+        report = import_orders(session, path)
+    assert (report.created, report.unchanged, len(report.stored)) == (0, 2, 2)
+    with db.sessions() as session:
+        assert len(orders(session)) == 2
+        assert session.scalar(select(func.count()).select_from(OrderLine)) == 3
