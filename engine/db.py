@@ -35,7 +35,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     impl = DateTime
     cache_ok = True
 
-    def __init__(self) -> None:
+    def __init__(self, timezone: bool = True) -> None:
+        # Alembic's autogenerate renders this type as UTCDateTime(timezone=True); the zone
+        # is always kept, whatever is passed.
         super().__init__(timezone=True)
 
     def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
