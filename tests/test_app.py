@@ -101,3 +101,13 @@ def test_no_route_shadows_site_pages(app: Flask) -> None:
         if rule.endpoint.startswith("preview."):
             continue
         assert rule.rule.startswith(prefixes), f"{rule.rule} is outside the reserved prefixes"
+
+
+def test_example_config_names_only_known_settings(tmp_path: Path) -> None:
+    from engine.settings import DEFAULTS, read_config_file
+
+    example = Path(__file__).resolve().parent.parent / "instance" / "config.example.toml"
+    values = read_config_file(example)
+    assert values and set(values) <= set(DEFAULTS)
+    (tmp_path / "config.toml").write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+    assert load_settings(tmp_path, environ={})["SITE_NAME"] == "Example Store"
