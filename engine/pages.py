@@ -586,6 +586,8 @@ class ProductView:
 
 
 _PLAIN_TYPES = frozenset({str, int, float, bool, Decimal, dt.date, type(None)})
+# Values whose repr is already a stable text of plain values (named tuples of plain values).
+_REPR_TYPES = _PLAIN_TYPES | {Link, Crumb, Image, PageMeta}
 _CHROME = ("chrome",)  # the same on every page: digested once into the base key
 
 
@@ -597,17 +599,17 @@ def _context_fingerprint(context: Mapping[str, Any]) -> str:
 def _fingerprint(value: Any) -> str:
     """Return a stable text standing for a context value (views stand in by their digest)."""
     kind = type(value)
-    if kind in _PLAIN_TYPES:
+    if kind in _REPR_TYPES:
         return repr(value)
-    if kind is Link or kind is Crumb:
-        return repr(tuple(value))
+    if kind is list or kind is tuple:
+        return "[" + ",".join([_fingerprint(item) for item in value]) + "]"
     digest = getattr(value, "digest", None)
     if isinstance(digest, str):
         return "#" + digest
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k!r}:{_fingerprint(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join([f"{k!r}:{_fingerprint(v)}" for k, v in value.items()]) + "}"
     if isinstance(value, list | tuple):
-        return "[" + ",".join(_fingerprint(item) for item in value) + "]"
+        return "[" + ",".join([_fingerprint(item) for item in value]) + "]"
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _fingerprint(tuple(getattr(value, f.name) for f in dataclasses.fields(value)))
     raise TypeError(f"cannot fingerprint a {type(value).__name__} in a page context")
@@ -682,6 +684,7 @@ def _catalog_view(
         images.insert(0, Image(str(meta["image"]), str(meta.get("image_alt") or title)))
     option_names = tuple(str(name) for name in decode.json(row.option_names))
     views = []
+    plain_variants = []
     for (
         _product_id,
         variant_id,
@@ -701,20 +704,38 @@ def _catalog_view(
         is_default = not values or values == ["Default Title"]
         price = decode.money(raw_price) or Decimal("0.00")  # the column is NOT NULL
         compare_at = decode.money(raw_compare_at)
-        views.append(
-            VariantView(
-                id=variant_id,
-                sku=sku or "",
-                title="" if is_default else " / ".join(map(str, values)),
-                options=()
-                if is_default
-                else tuple(zip(option_names, map(str, values), strict=False)),
-                price=price,
-                compare_at=compare_at if compare_at and compare_at > price else None,
-                availability=_availability(is_sellable, tracked, stock, policy),
-                barcode=(barcode or "").lstrip("'"),
-                grams=grams or 0,
-                image=Image(image, title) if image else None,
+        compare_at = compare_at if compare_at and compare_at > price else None
+        options: tuple[tuple[str, str], ...] = ()
+        variant_title = ""
+        if not is_default:
+            texts = [str(value) for value in values]
+            variant_title = " / ".join(texts)
+            options = tuple(zip(option_names, texts, strict=False))
+        variant = VariantView(
+            variant_id,
+            sku or "",
+            variant_title,
+            options,
+            price,
+            compare_at,
+            _availability(is_sellable, tracked, stock, policy),
+            (barcode or "").lstrip("'"),
+            grams or 0,
+            Image(image, title) if image else None,
+        )
+        views.append(variant)
+        plain_variants.append(
+            (
+                variant.id,
+                variant.sku,
+                variant.title,
+                variant.options,
+                variant.price,
+                variant.compare_at,
+                variant.availability,
+                variant.barcode,
+                variant.grams,
+                (image, title) if image else None,
             )
         )
     sellable = [v for v in views if v.availability != OUT_OF_STOCK]
@@ -729,28 +750,38 @@ def _catalog_view(
     compare = [v.compare_at for v in views if v.compare_at]
     path = urls.product(row.handle)
     card = _card(row.handle, path, title, images[0] if images else None, prices, status)
-    return _product_view(
-        handle=row.handle,
-        path=path,
-        title=title,
-        state=state,
-        seo_title=row.seo_title or "",
-        seo_description=str(meta.get("description") or row.seo_description or ""),
-        body_html=row.body_html or "",
-        extra_html=doc.html if doc else "",
-        brand=str(meta.get("brand") or row.vendor or ""),
-        product_type=row.product_type or "",
-        images=tuple(images),
-        option_names=option_names if any(v.options for v in views) else (),
-        variants=tuple(views),
-        price_min=min(prices) if prices else None,
-        price_max=max(prices) if prices else None,
-        compare_at=max(compare) if compare else None,
-        available_from=None,
-        faq=_faq(meta),
-        attributes=_attributes(meta),
-        card=card,
+    shown = (
+        row.handle,
+        path,
+        title,
+        state,
+        row.seo_title or "",
+        str(meta.get("description") or row.seo_description or ""),
+        row.body_html or "",
+        doc.html if doc else "",
+        str(meta.get("brand") or row.vendor or ""),
+        row.product_type or "",
+        tuple(images),
+        option_names if any(v.options for v in views) else (),
+        tuple(views),
+        min(prices) if prices else None,
+        max(prices) if prices else None,
+        max(compare) if compare else None,
+        None,  # available_from
+        _faq(meta) if doc else (),
+        _attributes(meta) if doc else (),
+        card,
     )
+    # The digest ``_product_view`` would compute, from the plain values made above.
+    digest = _view_digest(
+        *shown[:10],
+        tuple((image.src, image.alt) for image in images),
+        shown[11],
+        tuple(plain_variants),
+        *shown[13:19],
+        card.digest,
+    )
+    return ProductView(*shown, digest=digest)
 
 
 def _coming_soon_view(doc: Document, urls: SiteURLs) -> ProductView:
@@ -1018,9 +1049,19 @@ def _collector_paused() -> Iterator[None]:
     gc.disable()
     try:
         yield
-    finally:
+    except BaseException:
         if was_enabled:
             gc.enable()
+        raise
+    if was_enabled:
+        if gc.get_freeze_count() == 0:
+            # Everything made while planning is in the youngest generation: the first
+            # collection after re-enabling would walk all of it (most of a second at
+            # 10,000 products) to find no garbage. Freezing and unfreezing moves it
+            # straight to the oldest generation, as if it had survived collections.
+            gc.freeze()
+            gc.unfreeze()
+        gc.enable()
 
 
 def _plan_site(
