@@ -3,21 +3,65 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from flask import Flask, g
-from sqlalchemy import JSON, DateTime, Engine, Numeric, String, TypeDecorator, create_engine, event
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    Numeric,
+    String,
+    TypeDecorator,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# A migration script's own revision and its parent, as Alembic's template writes them.
+_REVISION_LINE = re.compile(
+    r"^(down_revision|revision)(?:\s*:[^=\n]*)?\s*=\s*(?:\"([^\"\n]*)\"|'([^'\n]*)'|(None))\s*$",
+    re.MULTILINE,
+)
+
+
+def scan_heads(versions: Path | None = None) -> set[str] | None:
+    """Return the head revisions from the scripts' ``revision = "..."`` lines, cheaply.
+
+    Reads the files as text (no imports, no Alembic). Returns None when any script is not in
+    the plain one-parent form (a merge, a branch label, ...): the caller asks Alembic then.
+    """
+    folder = versions or MIGRATIONS_DIR / "versions"
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in folder.glob("*.py"):
+        found: dict[str, str | None] = {}
+        for match in _REVISION_LINE.finditer(path.read_text(encoding="utf-8")):
+            name, double, single, _none = match.groups()
+            if name in found:
+                return None
+            value = double if double is not None else single
+            found[name] = value
+        if set(found) != {"revision", "down_revision"} or not found["revision"]:
+            return None
+        revisions.add(str(found["revision"]))
+        if found["down_revision"] is not None:
+            parents.add(found["down_revision"])
+    if not revisions or not parents <= revisions:
+        return None
+    return revisions - parents
 
 
 def utcnow() -> dt.datetime:
@@ -66,6 +110,17 @@ class Base(DeclarativeBase):
     """Declarative base for every table."""
 
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def dialect_insert(dialect_name: str) -> Callable[..., Any]:
+    """Return PostgreSQL's or SQLite's ``insert`` (with ON CONFLICT), importing only that one."""
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def make_engine(url: str) -> Engine:
@@ -118,6 +173,8 @@ class Database:
 
     def alembic_config(self) -> Config:
         """Return an Alembic config bound to this database."""
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
@@ -126,14 +183,23 @@ class Database:
 
     def upgrade(self) -> None:
         """Apply every migration not yet applied."""
+        from alembic import command
+
         command.upgrade(self.alembic_config(), "head")
 
     def is_current(self) -> bool:
         """Return True when the schema is at the newest migration."""
-        script = ScriptDirectory.from_config(self.alembic_config())
+        heads = scan_heads()
+        if heads is None:
+            from alembic.script import ScriptDirectory
+
+            heads = set(ScriptDirectory.from_config(self.alembic_config()).get_heads())
         with self.engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_heads()
-        return set(current) == set(script.get_heads())
+            # What Alembic's MigrationContext.get_current_heads reads, without importing it.
+            if not inspect(connection).has_table("alembic_version"):
+                return False
+            current = connection.execute(text("SELECT version_num FROM alembic_version"))
+            return {row[0] for row in current} == heads
 
     def dispose(self) -> None:
         """Close every pooled connection."""

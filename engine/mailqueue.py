@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from engine.db import Database, utcnow
+from engine.db import Database, dialect_insert, utcnow
 from engine.mail.base import (
     DeliveryResult,
     DeliveryStatus,
@@ -109,7 +108,7 @@ def enqueue(
     if problem:
         raise MailError(problem)
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(dialect)
     # ON CONFLICT DO NOTHING: a concurrent enqueue of the same key waits for the other
     # transaction and then does nothing, instead of failing the request.
     statement = insert(MailMessage).values(**values)

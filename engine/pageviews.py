@@ -38,9 +38,9 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from engine.db import dialect_insert
 from engine.models import PageView, PageViewDaily, PageViewSourceDaily, PageVisit, VisitorSalt
 from engine.tracking import MAX_USER_AGENT_LENGTH, Source, classify_source, is_bot, visitor_hash
 from engine.urls import is_reserved
@@ -216,7 +216,7 @@ def _day_salt(session: Session | Connection, day: dt.date, *, create: bool) -> b
     """Return a day's salt, creating it when asked (racing creators agree on one row)."""
     found = session.execute(select(SALTS.c.salt).where(SALTS.c.day == day)).scalar()
     if found is None and create:
-        insert_ = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+        insert_ = dialect_insert(_dialect(session))
         session.execute(
             insert_(SALTS)
             .values(day=day, salt=secrets.token_hex(SALT_BYTES), created_at=dt.datetime.now(dt.UTC))

@@ -11,9 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from crawlerdetect.providers.crawlers import data as _CRAWLER_PATTERNS
-from crawlerdetect.providers.exclusions import data as _EXCLUSION_PATTERNS
-
 CHANNELS = ("organic", "social", "email", "referral", "direct", "paid")
 
 #: Query parameter carrying a restock email's link token (kept for campaign attribution).
@@ -535,7 +532,11 @@ class _CrawlerMatcher:
 
 @functools.cache
 def _crawler_matcher() -> _CrawlerMatcher:
-    return _CrawlerMatcher(list(_CRAWLER_PATTERNS), list(_EXCLUSION_PATTERNS))
+    # Imported on the first user agent checked: only the web service classifies visitors.
+    from crawlerdetect.providers.crawlers import data as crawlers
+    from crawlerdetect.providers.exclusions import data as exclusions
+
+    return _CrawlerMatcher(list(crawlers), list(exclusions))
 
 
 @functools.lru_cache(maxsize=BOT_CACHE_SIZE)

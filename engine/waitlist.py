@@ -18,14 +18,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, cast
 
-import email_validator
 import jinja2
 from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 from sqlalchemy import CursorResult, Result, Table, case, delete, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from engine.db import UTCDateTime
+from engine.db import UTCDateTime, dialect_insert
 from engine.mail import render_email
 from engine.mailqueue import enqueue, forget_address
 from engine.models import (
@@ -94,6 +92,8 @@ def normalize_email(raw: str) -> EmailAddress:
         raise InvalidEmail("Enter your email address.")
     if len(text) > MAX_EMAIL_LENGTH:
         raise InvalidEmail(f"An email address has at most {MAX_EMAIL_LENGTH} characters.")
+    import email_validator  # slow to import; only signups and imports validate addresses
+
     try:
         info = email_validator.validate_email(text, check_deliverability=False)
     except email_validator.EmailNotValidError as exc:
@@ -174,7 +174,7 @@ def hit_rate_limit(
     table = cast(Table, RateLimit.__table__)
     starts = literal(now, UTCDateTime())
     expired = table.c.window_start <= now - dt.timedelta(seconds=window_seconds)
-    insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+    insert = dialect_insert(_dialect(session))
     statement = (
         insert(table)
         .values(key=key, window_start=now, hits=1)
@@ -1101,7 +1101,7 @@ def _insert_ignore(
     session: Session, model: type[Any], values: Mapping[str, Any], keys: Iterable[str]
 ) -> None:
     """Insert a row unless one with the same unique ``keys`` exists (concurrency-safe)."""
-    insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+    insert = dialect_insert(_dialect(session))
     # Core, not ORM, inserts: the ORM's bulk path costs more than the statement itself.
     table = cast(Table, model.__table__)
     statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=list(keys))

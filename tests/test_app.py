@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask import Flask
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from engine import create_app
-from engine.db import Base, Database
+from engine.db import Base, Database, scan_heads
 from engine.settings import SettingsError, load_settings
 
 
@@ -58,6 +59,36 @@ def test_migrations_match_the_models(app: Flask, db: Database) -> None:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == []
     assert db.is_current()
+
+
+def test_scanned_heads_are_alembics_heads(db: Database) -> None:
+    script = ScriptDirectory.from_config(db.alembic_config())
+    assert scan_heads() == set(script.get_heads())
+
+
+def test_scan_gives_up_on_scripts_it_cannot_read(tmp_path: Path) -> None:
+    (tmp_path / "0001_a.py").write_text('revision = "0001"\ndown_revision = None\n')
+    (tmp_path / "0002_b.py").write_text("revision = '0002'\ndown_revision = '0001'\n")
+    assert scan_heads(tmp_path) == {"0002"}
+    merge = 'revision = "0003"\ndown_revision = ("0001", "0002")\n'
+    (tmp_path / "0003_merge.py").write_text(merge)
+    assert scan_heads(tmp_path) is None
+
+
+def test_stale_schema_is_not_current(db: Database) -> None:
+    update = text("UPDATE alembic_version SET version_num = :version")
+    with db.engine.begin() as connection:
+        head = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        connection.execute(update, {"version": "0001"})
+    try:
+        assert not db.is_current()
+    finally:
+        with db.engine.begin() as connection:
+            connection.execute(update, {"version": head})
+    assert db.is_current()
+    with db.engine.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))
+    assert not db.is_current()
 
 
 def test_healthz_ok(client: Any) -> None:

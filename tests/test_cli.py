@@ -38,6 +38,52 @@ def test_help_lists_commands(tmp_path: Path) -> None:
     assert "--app" not in result.stdout
 
 
+#: Libraries only some commands or requests use; ``engine`` must not import them to start.
+SLOW_IMPORTS = (
+    "alembic",
+    "apscheduler",
+    "sendgrid",
+    "css_inline",
+    "crawlerdetect",
+    "email_validator",
+    "waitress",
+    "engine.campaigns",
+)
+
+
+def test_help_imports_no_slow_libraries(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from engine.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print('loaded:', *[m for m in {SLOW_IMPORTS!r} if m in sys.modules])\n"
+    )
+    env = {**os.environ, "ENGINE_INSTANCE_PATH": str(tmp_path / "instance")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "campaigns" in result.stdout
+    assert result.stdout.splitlines()[-1] == "loaded:"
+
+
+def test_lazy_campaigns_group_is_the_real_one() -> None:
+    from click import Context
+
+    from engine.campaigns.cli import campaigns_group as real
+    from engine.cli import campaigns_group
+
+    ctx = Context(campaigns_group)
+    assert campaigns_group.name == real.name
+    assert campaigns_group.help == real.help
+    assert campaigns_group.params == real.params == []
+    assert campaigns_group.list_commands(ctx) == real.list_commands(ctx)
+    assert campaigns_group.get_command(ctx, "send") is real.get_command(ctx, "send")
+
+
 def test_version(tmp_path: Path) -> None:
     result = _engine("--version", instance=tmp_path / "instance")
     assert result.returncode == 0

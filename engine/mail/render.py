@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import css_inline
 import jinja2
 
 from engine.mail.base import MailError
+
+if TYPE_CHECKING:
+    import css_inline
 
 #: Placeholders the base layout prints for the footer links when the caller passes no URL:
 #: a batch renders once and each recipient's own links go in as substitutions.
 UNSUBSCRIBE_URL_TOKEN = "-unsubscribe_url-"
 MANAGE_URL_TOKEN = "-manage_url-"
 
-# No network: a stylesheet link in an email template is a mistake, never fetched.
-_INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+
+@functools.cache
+def _inliner() -> css_inline.CSSInliner:
+    """Return the one CSS inliner (css_inline is imported on the first email rendered)."""
+    import css_inline
+
+    # No network: a stylesheet link in an email template is a mistake, never fetched.
+    return css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+
+
 _OVERLAYS: weakref.WeakKeyDictionary[jinja2.Environment, tuple[jinja2.Environment, ...]] = (
     weakref.WeakKeyDictionary()
 )
@@ -87,7 +98,7 @@ def render_email(
         raise MailError(f"emails/{name}.txt.j2: the subject block is empty")
     values["subject"] = subject
     text = text_template.render(values).strip() + "\n"
-    html = _INLINER.inline(html_template.render(values))
+    html = _inliner().inline(html_template.render(values))
     return RenderedEmail(subject=subject, html=html, text=text)
 
 

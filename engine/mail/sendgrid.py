@@ -10,11 +10,8 @@ import socket
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.error import URLError
-
-from python_http_client.exceptions import HTTPError
-from sendgrid import SendGridAPIClient
 
 from engine.mail.base import (
     DeliveryResult,
@@ -32,6 +29,9 @@ from engine.mail.base import (
     split_address,
     validate_message,
 )
+
+if TYPE_CHECKING:
+    from python_http_client.exceptions import HTTPError
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,9 @@ class SendGridBackend(MailBackend):
         self.retries = int(settings.get("MAIL_RETRY_ATTEMPTS", 3))
         self.retry_base = float(settings.get("MAIL_RETRY_BASE_SECONDS", 1.0))
         self.retry_max = float(settings.get("MAIL_RETRY_MAX_SECONDS", 60.0))
+        # Imported here: the sendgrid library is slow to import and only this backend uses it.
+        from sendgrid import SendGridAPIClient
+
         self.client = SendGridAPIClient(api_key, host=self.host)
         # The library sets no timeout: without one a stalled connection blocks forever.
         self.client.client.timeout = self.timeout
@@ -225,6 +228,8 @@ class SendGridBackend(MailBackend):
 
     def _post(self, body: dict[str, Any]) -> _Outcome:
         """POST one body, retrying 429 and 5xx within bounds; never retry an unknown fate."""
+        from python_http_client.exceptions import HTTPError
+
         attempt = 0
         while True:
             attempt += 1

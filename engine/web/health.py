@@ -12,8 +12,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.db import Database, get_db, utcnow
-from engine.mailqueue import queue_backlog
-from engine.scheduler import scheduler_status
 
 bp = Blueprint("health", __name__)
 
@@ -30,12 +28,16 @@ def check_database(db: Database, settings: Mapping[str, Any], now: dt.datetime) 
 
 def check_scheduler(db: Database, settings: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
     """Return the newest scheduler heartbeat's state and each job's last run."""
+    from engine.scheduler import scheduler_status  # APScheduler: imported only when checked
+
     with db.sessions() as session:
         return scheduler_status(session, settings, now)
 
 
 def check_mail_queue(db: Database, settings: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
     """Return the mail queue's backlog; not ok when a due email waited too long."""
+    from engine.mailqueue import queue_backlog
+
     max_delay = float(settings["MAIL_QUEUE_MAX_DELAY_SECONDS"])
     with db.sessions() as session:
         backlog = queue_backlog(session, now)

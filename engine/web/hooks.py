@@ -14,14 +14,6 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from engine.db import get_db, utcnow
-from engine.inventory import InventoryPayloadError, apply_items, parse_items
-from engine.orders import (
-    OrderImportError,
-    attribute_orders,
-    order_from_payload,
-    order_summary,
-    store_orders,
-)
 from engine.signatures import SIGNATURE_HEADER, SignatureError, verify_signature
 
 bp = Blueprint("hooks", __name__)
@@ -66,6 +58,8 @@ def _signed_json(secret_setting: str) -> tuple[Any, Response | None]:
 @bp.post("/hooks/inventory")
 def inventory_hook() -> Response:
     """Apply absolute stock levels, all items or none; stale and unknown SKUs are reported."""
+    from engine.inventory import InventoryPayloadError, apply_items, parse_items
+
     payload, failure = _signed_json("INVENTORY_WEBHOOK_SECRET")
     if failure is not None:
         return failure
@@ -88,6 +82,14 @@ def inventory_hook() -> Response:
 @bp.post("/hooks/orders")
 def orders_hook() -> Response:
     """Store one order (idempotent by its name and id) and attribute it to restock emails."""
+    from engine.orders import (
+        OrderImportError,
+        attribute_orders,
+        order_from_payload,
+        order_summary,
+        store_orders,
+    )
+
     payload, failure = _signed_json("ORDERS_WEBHOOK_SECRET")
     if failure is not None:
         return failure

@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 
-from engine.campaigns import read_rejoin_token, rejoin
 from engine.db import get_session, utcnow
 from engine.models import Campaign, CampaignMessage, Product
 from engine.waitlist import TokenError, is_suppressed, manage_url, site_urls, token_subscriber
@@ -17,6 +16,8 @@ bp = Blueprint("rejoin", __name__)
 @bp.route("/waitlist/rejoin/<token>", methods=["GET", "POST"])
 def rejoin_page(token: str) -> Response:
     """GET: a page with one button (mail scanners prefetch links). POST: back on the list."""
+    from engine.campaigns import read_rejoin_token, rejoin
+
     settings = current_app.config
     secret = str(settings["SECRET_KEY"])
     try:

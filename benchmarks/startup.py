@@ -1,0 +1,83 @@
+"""Start-up benchmark: ``engine --help`` and a no-change ``engine build`` of 10,000 products.
+
+    python benchmarks/startup.py                        # in /tmp/startup-bench, 5 runs each
+    python benchmarks/startup.py --work /tmp/startup-bench --repeat 5
+
+The store is generated once into ``--work`` (benchmarks/synthetic.py, loaded straight into
+SQLite) and built once; then each command runs as a separate process ``--repeat`` times and
+the median wall time is reported, so Python start-up and imports are included, as a user
+sees them. Prints the CPU model and load average beside the table: the times are only
+comparable on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import build as build_bench
+
+
+def cpu_model() -> str:
+    """Return the CPU model name (Linux), else the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def wall(command: list[str], env: dict[str, str], cwd: Path) -> float:
+    """Run a command to completion and return its wall time; fail on a non-zero exit."""
+    started = time.perf_counter()
+    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prepare the store if needed, time both commands and print a Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/startup-bench"))
+    parser.add_argument("--products", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=5, help="runs per command (median)")
+    args = parser.parse_args(argv)
+    work: Path = args.work / str(args.products)
+    command = [sys.executable, "-m", "engine"]
+    if (work / "instance" / "engine.sqlite3").exists():
+        env = dict(os.environ, ENGINE_INSTANCE_PATH=str(work / "instance"))
+    else:
+        env = build_bench.prepare(args.products, work)
+    # The first build renders everything; later ones find nothing changed.
+    wall([*command, "build"], env, work)
+    rows = []
+    for label, extra in (("engine --help", ["--help"]), ("engine build (no change)", ["build"])):
+        load = os.getloadavg()[0]
+        times = [wall([*command, *extra], env, work) for _ in range(args.repeat)]
+        rows.append(
+            f"| {label} | {statistics.median(times):.2f} | {min(times):.2f} | "
+            f"{max(times):.2f} | {args.repeat} | {load:.1f} |"
+        )
+    print(f"CPU: {cpu_model()}; load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{args.products:,} products, Python {platform.python_version()}")
+    print("| command | median s | min s | max s | runs | load |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
