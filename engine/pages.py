@@ -586,8 +586,8 @@ class ProductView:
 
 
 _PLAIN_TYPES = frozenset({str, int, float, bool, Decimal, dt.date, type(None)})
-# Values whose repr is already a stable text of plain values (named tuples of plain values).
-_REPR_TYPES = _PLAIN_TYPES | {Link, Crumb, Image, PageMeta}
+# Named tuples of plain values: a plain tuple's repr (in C) stands for them.
+_PLAIN_TUPLES = frozenset({Link, Crumb, Image})
 _CHROME = ("chrome",)  # the same on every page: digested once into the base key
 
 
@@ -599,8 +599,13 @@ def _context_fingerprint(context: Mapping[str, Any]) -> str:
 def _fingerprint(value: Any) -> str:
     """Return a stable text standing for a context value (views stand in by their digest)."""
     kind = type(value)
-    if kind in _REPR_TYPES:
+    if kind in _PLAIN_TYPES:
         return repr(value)
+    if kind in _PLAIN_TUPLES:
+        return repr(tuple(value))
+    if kind is PageMeta:
+        image = value.image
+        return repr((*value[:3], tuple(image) if image else None, *value[4:]))
     if kind is list or kind is tuple:
         return "[" + ",".join([_fingerprint(item) for item in value]) + "]"
     digest = getattr(value, "digest", None)
