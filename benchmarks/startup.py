@@ -5,9 +5,9 @@
 
 The store is generated once into ``--work`` (benchmarks/synthetic.py, loaded straight into
 SQLite) and built once; then each command runs as a separate process ``--repeat`` times and
-the median wall time is reported, so Python start-up and imports are included, as a user
-sees them. Prints the CPU model and load average beside the table: the times are only
-comparable on an idle machine.
+the median wall time is reported (with the median CPU time, steadier on a busy machine), so
+Python start-up and imports are included, as a user sees them. Prints the CPU model and load
+average beside the table: wall times are only comparable on an idle machine.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,14 +39,17 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def wall(command: list[str], env: dict[str, str], cwd: Path) -> float:
-    """Run a command to completion and return its wall time; fail on a non-zero exit."""
+def wall(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Run a command to completion; return its wall and CPU (user + system) seconds."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
-    return seconds
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return seconds, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,15 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for label, extra in (("engine --help", ["--help"]), ("engine build (no change)", ["build"])):
         load = os.getloadavg()[0]
-        times = [wall([*command, *extra], env, work) for _ in range(args.repeat)]
+        runs = [wall([*command, *extra], env, work) for _ in range(args.repeat)]
+        times = [seconds for seconds, _cpu in runs]
+        cpu = statistics.median(cpu for _seconds, cpu in runs)
         rows.append(
             f"| {label} | {statistics.median(times):.2f} | {min(times):.2f} | "
-            f"{max(times):.2f} | {args.repeat} | {load:.1f} |"
+            f"{max(times):.2f} | {cpu:.2f} | {args.repeat} | {load:.1f} |"
         )
     print(f"CPU: {cpu_model()}; load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{args.products:,} products, Python {platform.python_version()}")
-    print("| command | median s | min s | max s | runs | load |")
-    print("|---|---|---|---|---|---|")
+    print("| command | median s | min s | max s | median CPU s | runs | load |")
+    print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     return 0
 
