@@ -227,6 +227,26 @@ def check_batch(recipients: Sequence[Recipient]) -> None:
         seen.add(recipient.message_id)
 
 
+def screen_batch(
+    message: Message, recipients: Sequence[Recipient]
+) -> tuple[list[DeliveryResult | None], list[int]]:
+    """Check a batch; return a result slot per recipient (rejections filled) and who to send.
+
+    Raises MailError when the message itself is unusable, before anything is sent.
+    """
+    validate_message(message)
+    check_batch(recipients)
+    results: list[DeliveryResult | None] = [None] * len(recipients)
+    sendable: list[int] = []
+    for index, recipient in enumerate(recipients):
+        problem = recipient_problem(recipient)
+        if problem:
+            results[index] = result(recipient, DeliveryStatus.REJECTED, problem)
+        else:
+            sendable.append(index)
+    return results, sendable
+
+
 def substitute(value: str, substitutions: Mapping[str, str]) -> str:
     """Replace every substitution key in ``value`` in one pass (longest keys first)."""
     if not substitutions:

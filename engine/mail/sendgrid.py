@@ -21,13 +21,11 @@ from engine.mail.base import (
     Message,
     Recipient,
     Sleep,
-    check_batch,
     custom_args_for,
-    recipient_problem,
     register_backend,
     result,
+    screen_batch,
     split_address,
-    validate_message,
 )
 
 if TYPE_CHECKING:
@@ -143,16 +141,7 @@ class SendGridBackend(MailBackend):
 
     def send_batch(self, message: Message, recipients: Sequence[Recipient]) -> list[DeliveryResult]:
         """Send in as few requests as SendGrid's limits allow."""
-        validate_message(message)
-        check_batch(recipients)
-        results: list[DeliveryResult | None] = [None] * len(recipients)
-        sendable: list[int] = []
-        for index, recipient in enumerate(recipients):
-            problem = recipient_problem(recipient)
-            if problem:
-                results[index] = result(recipient, DeliveryStatus.REJECTED, problem)
-            else:
-                sendable.append(index)
+        results, sendable = screen_batch(message, recipients)
         chosen = [recipients[index] for index in sendable]
         for request in split_requests(chosen, MAX_PERSONALIZATIONS):
             batch = [chosen[i] for i in request]

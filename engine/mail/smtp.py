@@ -14,11 +14,9 @@ from engine.mail.base import (
     MailError,
     Message,
     Recipient,
-    check_batch,
-    recipient_problem,
     register_backend,
     result,
-    validate_message,
+    screen_batch,
 )
 from engine.mail.compose import compose, envelope_address
 
@@ -77,16 +75,7 @@ class SMTPBackend(MailBackend):
 
     def send_batch(self, message: Message, recipients: Sequence[Recipient]) -> list[DeliveryResult]:
         """Send each recipient's copy over one connection."""
-        validate_message(message)
-        check_batch(recipients)
-        results: list[DeliveryResult | None] = [None] * len(recipients)
-        pending: list[int] = []
-        for index, recipient in enumerate(recipients):
-            problem = recipient_problem(recipient)
-            if problem:
-                results[index] = result(recipient, DeliveryStatus.REJECTED, problem)
-            else:
-                pending.append(index)
+        results, pending = screen_batch(message, recipients)
         if pending:
             self._send_pending(message, recipients, pending, results)
         return [item for item in results if item is not None]
