@@ -119,6 +119,7 @@ DEFAULTS: dict[str, Any] = {
     "CAMPAIGN_MAX_ATTEMPTS": 5,  # deferred sends of one email before it is marked failed
     "CAMPAIGN_MAX_FAILURES": 50,  # permanent failures that pause a campaign...
     "CAMPAIGN_MAX_FAILURE_RATE": 0.2,  # ...when also above this share of those attempted
+    "CAMPAIGN_STUCK_AFTER_SECONDS": 900,  # /healthz: 503 when a campaign stalls this long
     # Page views (cookieless tracking)
     "TRACKING_RAW_RETENTION_DAYS": 90,  # raw views are purged after this; roll-ups stay
     "TRACKING_BATCH_MAX_ROWS": 500,  # most views one group commit writes

@@ -533,3 +533,42 @@ def test_serve_without_scheduler_sends_nothing(
     # No scheduler anywhere, and HEALTH_REQUIRE_SCHEDULER is on by default.
     assert answer is not None and answer[0] == 503
     assert answer[1]["checks"]["scheduler"]["state"] == "never"
+
+
+def test_healthz_reports_stuck_campaigns(app: Flask, db: Database, client: FlaskClient) -> None:
+    from engine.models import Campaign, CampaignMessage
+
+    now = utcnow()
+    long_ago = now - dt.timedelta(hours=1)
+    with db.session() as session:
+        moving = Campaign(product_handle="tent", status="sending", next_wave_at=now)
+        overdue = Campaign(product_handle="bag", status="scheduled", next_wave_at=long_ago)
+        paused = Campaign(product_handle="boot", status="paused", next_wave_at=long_ago)
+        session.add_all([moving, overdue, paused])
+        session.flush()
+        fresh = CampaignMessage(
+            campaign_id=moving.id, wave=1, message_id="m-fresh", next_attempt_at=now
+        )
+        session.add(fresh)
+        ids = (moving.id, overdue.id)
+    status, body = health(client)
+    campaigns = body["checks"]["campaigns"]
+    # a paused campaign is waiting on purpose; a scheduled one whose wave is an hour late is not
+    assert status == 503 and campaigns["stuck"] == [ids[1]]
+    with db.session() as session:
+        session.get(Campaign, ids[1]).status = "cancelled"  # type: ignore[union-attr]
+        session.add(
+            CampaignMessage(
+                campaign_id=ids[0], wave=1, message_id="m-lost", status="sending",
+                leased_until=long_ago,
+            )
+        )  # fmt: skip
+    status, body = health(client)
+    assert status == 503 and body["checks"]["campaigns"]["stuck"] == [ids[0]]
+    with db.session() as session:
+        lost = session.query(CampaignMessage).filter_by(message_id="m-lost").one()
+        lost.status = "sent"
+    status, body = health(client)
+    assert status == 200 and body["checks"]["campaigns"] == {
+        "ok": True, "stuck": [], "stuck_after_seconds": 900.0,
+    }  # fmt: skip

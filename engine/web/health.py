@@ -48,19 +48,54 @@ def check_mail_queue(db: Database, settings: Mapping[str, Any], now: dt.datetime
     }
 
 
+def check_campaigns(db: Database, settings: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """Return campaigns that should be moving but are not; not ok when any is stuck.
+
+    Stuck: a due wave not started, an email due to be sent (or reconciled) and not touched,
+    or an in-flight batch whose lease ran out, each for longer than the stuck window.
+    """
+    from sqlalchemy import or_, select
+
+    from engine.models import Campaign, CampaignMessage
+
+    window = float(settings["CAMPAIGN_STUCK_AFTER_SECONDS"])
+    limit = now - dt.timedelta(seconds=window)
+    running = ("scheduled", "sending")
+    overdue_waves = select(Campaign.id).where(
+        Campaign.status.in_(running), Campaign.next_wave_at < limit
+    )
+    stalled_emails = (
+        select(CampaignMessage.campaign_id)
+        .join(Campaign, Campaign.id == CampaignMessage.campaign_id)
+        .where(
+            Campaign.status == "sending",
+            or_(
+                CampaignMessage.status.in_(("queued", "unknown"))
+                & (CampaignMessage.next_attempt_at < limit),
+                (CampaignMessage.status == "sending") & (CampaignMessage.leased_until < limit),
+            ),
+        )
+        .distinct()
+    )
+    with db.sessions() as session:
+        stuck = sorted(set(session.scalars(overdue_waves)) | set(session.scalars(stalled_emails)))
+    return {"ok": not stuck, "stuck": stuck, "stuck_after_seconds": window}
+
+
 #: Every check, in order; the response is 503 when any is not ok. A part adds its own with
-#: one entry here (e.g. stuck campaigns once campaigns exist). "database" goes first: when it
+#: one entry here. "database" goes first: when it
 #: fails, the others are reported as not run.
 CHECKS: dict[str, HealthCheck] = {
     "database": check_database,
     "scheduler": check_scheduler,
     "mail_queue": check_mail_queue,
+    "campaigns": check_campaigns,
 }
 
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
-    """Report the database, scheduler heartbeat and mail queue; 503 when something is down."""
+    """Report the database, scheduler, mail queue and campaigns; 503 when something is down."""
     db = get_db()
     settings = current_app.config
     now = utcnow()
