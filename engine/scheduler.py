@@ -42,6 +42,7 @@ from engine.mail import make_backend
 from engine.mailqueue import DrainReport, drain, purge_sent
 from engine.models import JobLock, SchedulerHeartbeat
 from engine.orders import attribute_recent_orders
+from engine.pageviews import Maintenance, maintain
 from engine.waitlist import PurgeReport, purge_unconfirmed
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,12 @@ def purge_waitlists(db: Database, settings: Mapping[str, Any], now: dt.datetime)
         return purge_unconfirmed(session, now, days=int(settings["WAITLIST_UNCONFIRMED_DAYS"]))
 
 
+def maintain_page_views(db: Database, settings: Mapping[str, Any], now: dt.datetime) -> Maintenance:
+    """Roll up finished days of page views; purge raw views, salts and visits past retention."""
+    with db.session() as session:
+        return maintain(session, settings, now)
+
+
 def purge_sent_mail(db: Database, settings: Mapping[str, Any], now: dt.datetime) -> int:
     """Delete emails sent more than ``MAIL_SENT_RETENTION_DAYS`` ago."""
     retention = dt.timedelta(days=float(settings["MAIL_SENT_RETENTION_DAYS"]))
@@ -97,6 +104,7 @@ JOBS: tuple[ScheduledJob, ...] = (
     ScheduledJob("mail-queue", "MAIL_QUEUE_INTERVAL_SECONDS", send_queued_mail),
     ScheduledJob("waitlist-purge", "WAITLIST_PURGE_INTERVAL_SECONDS", purge_waitlists),
     ScheduledJob("mail-purge", "MAIL_PURGE_INTERVAL_SECONDS", purge_sent_mail),
+    ScheduledJob("page-views", "TRACKING_MAINTENANCE_INTERVAL_SECONDS", maintain_page_views),
     ScheduledJob("catalog-feed", "CATALOG_FEED_INTERVAL_SECONDS", refresh_catalog_feed),
     ScheduledJob("attribution", "ATTRIBUTION_INTERVAL_SECONDS", attribute_recent_orders),
     ScheduledJob("restock-campaigns", "RESTOCK_CAMPAIGNS_INTERVAL_SECONDS", restock_campaigns),

@@ -122,6 +122,7 @@ DEFAULTS: dict[str, Any] = {
     "CAMPAIGN_STUCK_AFTER_SECONDS": 900,  # /healthz: 503 when a campaign stalls this long
     # Page views (cookieless tracking)
     "TRACKING_RAW_RETENTION_DAYS": 90,  # raw views are purged after this; roll-ups stay
+    "TRACKING_MAINTENANCE_INTERVAL_SECONDS": 3600,  # the page-views job (roll-ups, purges)
     "TRACKING_BATCH_MAX_ROWS": 500,  # most views one group commit writes
     "TRACKING_COMMIT_TIMEOUT_SECONDS": 30.0,  # a view not committed by then answers 503
     # Demand report, restock priority and content tests (see engine/demand.py)

@@ -26,7 +26,7 @@ from engine import create_app
 from engine.db import Database, utcnow
 from engine.mail import read_outbox
 from engine.mailqueue import enqueue
-from engine.models import JobLock, MailMessage, SchedulerHeartbeat
+from engine.models import JobLock, MailMessage, PageView, SchedulerHeartbeat
 from engine.scheduler import (
     JOBS,
     JobScheduler,
@@ -253,10 +253,11 @@ def test_scheduler_keeps_running_jobs_after_one_fails(app: Flask, db: Database) 
 def test_scheduler_runs_the_registered_jobs_and_skips_switched_off_ones(
     app: Flask, db: Database
 ) -> None:
-    assert [job.name for job in JOBS][:5] == [
+    assert [job.name for job in JOBS][:6] == [
         "mail-queue",
         "waitlist-purge",
         "mail-purge",
+        "page-views",
         "catalog-feed",
         "attribution",
     ]
@@ -264,6 +265,7 @@ def test_scheduler_runs_the_registered_jobs_and_skips_switched_off_ones(
     settings = settings_of(
         app,
         WAITLIST_PURGE_INTERVAL_SECONDS=0,
+        TRACKING_MAINTENANCE_INTERVAL_SECONDS=0,
         CATALOG_FEED_INTERVAL_SECONDS=0,
         ATTRIBUTION_INTERVAL_SECONDS=0,
         RESTOCK_CAMPAIGNS_INTERVAL_SECONDS=0,
@@ -572,3 +574,26 @@ def test_healthz_reports_stuck_campaigns(app: Flask, db: Database, client: Flask
     assert status == 200 and body["checks"]["campaigns"] == {
         "ok": True, "stuck": [], "stuck_after_seconds": 900.0,
     }  # fmt: skip
+
+
+def test_page_views_job_rolls_up_and_purges(app: Flask, db: Database) -> None:
+    from engine.models import PageViewDaily
+    from engine.pageviews import read_view, store_page_views, tracking_site
+
+    settings = settings_of(app, TRACKING_RAW_RETENTION_DAYS=30)
+    site = tracking_site(settings)
+    long_ago = utcnow() - dt.timedelta(days=40)
+    view = read_view(
+        site, page=f"{settings['SITE_URL']}/products/tent/", referrer="", params={},
+        ip="198.51.100.7", user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+        now=long_ago,
+    )  # fmt: skip
+    with db.session() as session:
+        store_page_views(session, site, [view])  # type: ignore[list-item]
+    job = next(job for job in JOBS if job.name == "page-views")
+    run = run_job(db, settings, job, "test", force=True)
+    assert run.outcome == "done", run.error
+    with db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(PageView)) == 0
+        daily = session.scalars(select(PageViewDaily)).one()
+        assert (daily.day, daily.path, daily.views) == (long_ago.date(), "/products/tent/", 1)
