@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from engine.campaigns.planning import require
-from engine.models import CampaignMessage, CampaignWave, Order, OrderLine, Signup, Subscriber
+from engine.models import CampaignMessage, CampaignWave, Order, Signup, Subscriber
+from engine.orders import campaign_conversions
 
 
 @dataclass
@@ -69,20 +70,11 @@ def campaign_stats(session: Session, campaign_id: int) -> CampaignStats:
     stats.bounced = _count(session, mine, CampaignMessage.delivery == "bounced")
     stats.blocked = _count(session, mine, CampaignMessage.delivery == "blocked")
     stats.orders_imported = bool(session.scalar(select(func.count()).select_from(Order)))
-    lines = session.execute(
-        select(OrderLine.campaign_message_id, OrderLine.attribution,
-               OrderLine.price, OrderLine.quantity)
-        .where(OrderLine.campaign_id == campaign_id, OrderLine.attribution != "")
-    ).all()  # fmt: skip
-    people: dict[int | None, str] = {}
-    for message_id, attribution, price, quantity in lines:
-        stats.revenue += Decimal(price) * int(quantity)
-        # One person converts once; a direct line makes the conversion direct.
-        if people.get(message_id) != "direct":
-            people[message_id] = attribution
-    stats.converted = len(people)
-    stats.direct = sum(1 for kind in people.values() if kind == "direct")
-    stats.assisted = stats.converted - stats.direct
+    sales = campaign_conversions(session, campaign_id)
+    stats.converted = sales["converted"]
+    stats.direct = sales["direct"]
+    stats.assisted = sales["assisted"]
+    stats.revenue = sales["revenue"]
     return stats
 
 
