@@ -247,6 +247,31 @@ def test_pixel_answers_a_transparent_gif_and_reads_the_page_url(
     assert count(db) == 1
 
 
+def test_pixel_by_head_is_answered_like_get(client: FlaskClient, db: Database) -> None:
+    response = client.head("/api/events.gif?p=/guides/tents/", headers={"User-Agent": FIREFOX})
+    assert response.status_code == 202
+    assert response.mimetype == "image/gif"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert [v.path for v in views(db)] == ["/guides/tents/"]
+
+
+def test_a_view_the_database_did_not_take_is_answered_503(
+    client: FlaskClient, db: Database
+) -> None:
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE page_view RENAME TO page_view_away")
+    failed = beacon(client, "/products/tent/")
+    assert failed.status_code == 503
+    assert failed.headers["Retry-After"] == "5"
+    assert failed.headers["Access-Control-Allow-Origin"] == SITE
+    assert "briefly unavailable" in failed.get_json()["errors"]["body"][0]
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE page_view_away RENAME TO page_view")
+    # The writer carries on with the next view.
+    assert beacon(client, "/guides/tents/").status_code == 202
+    assert [v.path for v in views(db)] == ["/guides/tents/"]
+
+
 def test_preflight_allows_the_site_only(client: FlaskClient) -> None:
     allowed = client.options("/api/events", headers={"Origin": SITE})
     assert allowed.status_code == 204

@@ -57,6 +57,12 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024
 #: The writer thread stops after this long without views (and starts again on the next).
 WRITER_IDLE_SECONDS = 5.0
+#: SQLite's own default: the WAL is copied into the database every this many pages.
+SQLITE_AUTOCHECKPOINT_PAGES = 1000
+#: A checkpoint is started after this many views (about 1,000 pages of WAL).
+CHECKPOINT_ROWS = 400
+#: Past this many pages (about 40 MB) the writer checkpoints itself, so the WAL starts over.
+WAL_LIMIT_PAGES = 10_000
 #: At most this many campaign parameters are read from a beacon's ``u`` object.
 MAX_PARAMS = 30
 MAX_PARAM_LENGTH = 200
@@ -162,31 +168,53 @@ class EventWriter:
     def _loop(self) -> None:
         # One connection for the thread's life: no pool checkout or reset per batch.
         with self.database.engine.connect() as connection:
-            while True:
+            if connection.dialect.name != "sqlite":
+                self._serve(connection, None)
+                return
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            # SQLite copies its WAL into the database file (a checkpoint, with two fsyncs)
+            # inside the COMMIT that crosses 1,000 pages: every ~20 batches a batch's
+            # requests would wait for it. The checkpoints run beside the writer instead.
+            driver.execute("PRAGMA wal_autocheckpoint=0")
+            checkpointer = _Checkpointer(self.database)
+            try:
+                self._serve(connection, checkpointer)
+            finally:
+                checkpointer.stop()
+                driver.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
+
+    def _serve(self, connection: Connection, checkpointer: _Checkpointer | None) -> None:
+        written = 0
+        while True:
+            try:
+                first = self._queue.get(timeout=WRITER_IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    # store() queues before it looks at _thread, so an empty queue
+                    # seen under the lock means every queued view has been handled.
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            batch = [first]
+            while len(batch) < self.max_rows:
                 try:
-                    first = self._queue.get(timeout=WRITER_IDLE_SECONDS)
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
-                    with self._lock:
-                        # store() queues before it looks at _thread, so an empty queue
-                        # seen under the lock means every queued view has been handled.
-                        if self._queue.empty():
-                            self._thread = None
-                            return
-                    continue
-                batch = [first]
-                while len(batch) < self.max_rows:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                tickets = [item for item in batch if isinstance(item, _Ticket)]
-                if tickets:
-                    self._write(connection, tickets)
-                if len(tickets) < len(batch):  # a stop was asked for
-                    with self._lock:
-                        if self._queue.empty():
-                            self._thread = None
-                            return
+                    break
+            tickets = [item for item in batch if isinstance(item, _Ticket)]
+            if tickets:
+                self._write(connection, tickets)
+                written += len(tickets)
+                if checkpointer is not None and written >= CHECKPOINT_ROWS:
+                    written = 0
+                    checkpointer.after_commits(connection)
+            if len(tickets) < len(batch):  # a stop was asked for
+                with self._lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
 
     def _write(self, connection: Connection, batch: list[_Ticket]) -> None:
         """Commit a batch; if it fails, commit each view alone so one bad row fails alone."""
@@ -204,6 +232,56 @@ class EventWriter:
             return
         for ticket in batch:
             ticket.resolve(True)
+
+
+class _Checkpointer:
+    """Copies SQLite's WAL into the database file on its own thread, beside the writer.
+
+    A checkpoint running beside the writer cannot always finish (new commits keep
+    arriving), and SQLite only starts the WAL file over after one that does: once the
+    WAL passes ``WAL_LIMIT_PAGES`` the writer runs one itself, between two batches, when
+    little is left to copy.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.wal_pages = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="engine-checkpoint", daemon=True)
+        self._thread.start()
+
+    def after_commits(self, connection: Connection) -> None:
+        """Ask for a checkpoint; run one on the writer's connection if the WAL grew large."""
+        if self.wal_pages > WAL_LIMIT_PAGES:
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            busy, _, _ = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if not busy:
+                self.wal_pages = 0
+        self._wake.set()
+
+    def stop(self) -> None:
+        """End the thread after any checkpoint under way."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            with self.database.engine.connect() as connection:
+                driver = connection.connection.driver_connection
+                assert driver is not None
+                while True:
+                    self._wake.wait()
+                    self._wake.clear()
+                    if self._stopping:
+                        return
+                    _, pages, _ = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.wal_pages = pages
+        except Exception:
+            # Nothing is lost: SQLite checkpoints on its own connections' commits.
+            log.exception("SQLite checkpoints beside the page-view writer stopped")
 
 
 def event_writer(app: Flask) -> EventWriter:
