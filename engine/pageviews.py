@@ -483,7 +483,8 @@ def store_page_views(
                 source.engine_token,
             )
         )
-        for visitor, (ts, source) in touched.items()
+        # In one order: writers in several processes then lock visits without deadlocking.
+        for visitor, (ts, source) in sorted(touched.items(), key=lambda item: item[0])
     ]
     connection.exec_driver_sql(sql.upsert_visits, visit_rows)
     if cache is not None:

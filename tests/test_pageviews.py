@@ -245,6 +245,12 @@ def test_pixel_answers_a_transparent_gif_and_reads_the_page_url(
     assert bot.status_code == 202 and bot.data == PIXEL
     assert client.get("/api/events.gif", headers={"User-Agent": FIREFOX}).status_code == 400
     assert count(db) == 1
+    # A query that is not UTF-8 (browsers percent-encode) is read, not a server error.
+    raw_query = {"QUERY_STRING": "p=/caf\xe9/"}  # the byte 0xE9 as a WSGI server passes it
+    agent = {"User-Agent": FIREFOX}
+    raw = client.get("/api/events.gif", environ_overrides=raw_query, headers=agent)
+    assert raw.status_code == 202
+    assert count(db) == 2
 
 
 def test_pixel_by_head_is_answered_like_get(client: FlaskClient, db: Database) -> None:

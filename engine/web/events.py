@@ -352,7 +352,8 @@ def _read_beacon(environ: WSGIEnvironment) -> tuple[str, str, Mapping[str, str] 
 
 def _query_arg(environ: WSGIEnvironment, name: str) -> str:
     """Return a query parameter's first value, or "" (as ``request.args.get``)."""
-    query = environ.get("QUERY_STRING", "").encode("latin-1").decode()
+    # Browsers percent-encode; raw bytes that are not UTF-8 become U+FFFD, not an error.
+    query = environ.get("QUERY_STRING", "").encode("latin-1").decode(errors="replace")
     for key, value in parse_qsl(query, keep_blank_values=True, errors="werkzeug.url_quote"):
         if key == name:
             return value
