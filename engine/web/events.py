@@ -130,16 +130,14 @@ class EventWriter:
         """Queue a view and wait for its commit; False if it failed or took over ``timeout``."""
         ticket = _Ticket(view)
         self._queue.put(ticket)
-        if self._thread is None:
-            self._start()
-        # Not committed in time (or not known to be): the caller answers 503.
-        return ticket.done.acquire(timeout=timeout) and ticket.stored
-
-    def _start(self) -> None:
+        # Looked at under the lock: a writer stopping for lack of views decides under it too,
+        # so either it sees this view queued or this request sees it gone.
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="engine-events", daemon=True)
                 self._thread.start()
+        # Not committed in time (or not known to be): the caller answers 503.
+        return ticket.done.acquire(timeout=timeout) and ticket.stored
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is queued, then end the thread and close its connection."""
@@ -237,28 +235,38 @@ class EventWriter:
 class _Checkpointer:
     """Copies SQLite's WAL into the database file on its own thread, beside the writer.
 
-    A checkpoint running beside the writer cannot always finish (new commits keep
-    arriving), and SQLite only starts the WAL file over after one that does: once the
-    WAL passes ``WAL_LIMIT_PAGES`` the writer runs one itself, between two batches, when
-    little is left to copy.
+    A checkpoint running beside the writer rarely finishes with nothing left to copy (new
+    commits keep arriving), and SQLite only starts the WAL file over after one that does:
+    once the WAL passes ``WAL_LIMIT_PAGES`` the writer runs one itself between two batches,
+    when little is left to copy, and the WAL starts over with its next commit.
     """
 
     def __init__(self, database: Database) -> None:
         self.database = database
         self.wal_pages = 0
         self._wake = threading.Event()
+        self._running = threading.Lock()  # held while this thread checkpoints
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="engine-checkpoint", daemon=True)
         self._thread.start()
 
     def after_commits(self, connection: Connection) -> None:
         """Ask for a checkpoint; run one on the writer's connection if the WAL grew large."""
-        if self.wal_pages > WAL_LIMIT_PAGES:
+        if self.wal_pages > WAL_LIMIT_PAGES or not self._thread.is_alive():
             driver = connection.connection.driver_connection
             assert driver is not None
-            busy, _, _ = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if not busy:
-                self.wal_pages = 0
+            # After the one under way (two checkpoints never run at once): this one then
+            # has only the last few batches to copy.
+            with self._running:
+                try:
+                    [(_, pages, copied)] = driver.execute(
+                        "PRAGMA wal_checkpoint(PASSIVE)"
+                    ).fetchall()
+                except Exception:
+                    # Views are committed either way; the next batch tries again.
+                    log.exception("SQLite checkpoint after page views failed")
+                    return
+                self.wal_pages = pages - copied
         self._wake.set()
 
     def stop(self) -> None:
@@ -277,10 +285,13 @@ class _Checkpointer:
                     self._wake.clear()
                     if self._stopping:
                         return
-                    _, pages, _ = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.wal_pages = pages
+                    with self._running:
+                        # Read to the end: a statement left open would hold a snapshot,
+                        # and SQLite does not start the WAL over under a reader.
+                        checkpoint = driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        [(_, self.wal_pages, _)] = checkpoint.fetchall()
         except Exception:
-            # Nothing is lost: SQLite checkpoints on its own connections' commits.
+            # The writer runs the checkpoints itself from now on (see after_commits).
             log.exception("SQLite checkpoints beside the page-view writer stopped")
 
 
