@@ -113,6 +113,22 @@ def _machine() -> str:
     return f"{model}, {fields.get('CPU(s)', '?').strip()} CPUs"
 
 
+def _cpu_seconds(pid: int) -> float:
+    """Return a process's CPU time so far (user + system), from /proc; 0 where there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load() -> str:
+    try:
+        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "?"
+
+
 def main() -> None:
     """Run the benchmark and print events/s, latency and the stored-count check."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -159,7 +175,11 @@ def main() -> None:
             site + "/api/events",
         ]
         print("$", " ".join(command), file=sys.stderr)
+        load_before = _load()
+        cpu_before = _cpu_seconds(server.pid)
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        server_cpu = _cpu_seconds(server.pid) - cpu_before
+        load_after = _load()
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -173,17 +193,28 @@ def main() -> None:
     with sqlite3.connect(database) as connection:
         stored = connection.execute("SELECT count(*) FROM page_view").fetchone()[0]
     seconds = result["duration_us"] / 1e6
+    threads = args.serve_threads or "default"
+    events_per_second = result["accepted"] / seconds
+    p50, p99 = result["p50_us"] / 1000, result["p99_us"] / 1000
     print(f"machine: {_machine()}")
-    print(f"load: wrk {args.threads} threads, {args.connections} connections, {seconds:.1f} s")
-    print(f"events/s: {result['accepted'] / seconds:,.0f} (202 answers per second)")
+    print(f"load average (1/5/15 min): {load_before} before, {load_after} after")
     print(
-        f"latency: p50 {result['p50_us'] / 1000:.1f} ms, p90 {result['p90_us'] / 1000:.1f} ms, "
-        f"p99 {result['p99_us'] / 1000:.1f} ms, max {result['max_us'] / 1000:.1f} ms"
+        f"load: wrk {args.threads} threads, {args.connections} connections, {seconds:.1f} s, "
+        f"SERVE_THREADS {threads}"
+    )
+    print(f"events/s: {events_per_second:,.0f} (202 answers per second)")
+    print(
+        f"latency: p50 {p50:.1f} ms, p90 {result['p90_us'] / 1000:.1f} ms, "
+        f"p99 {p99:.1f} ms, max {result['max_us'] / 1000:.1f} ms"
     )
     print(
         f"answers: {result['accepted']:,} x 202, {result['other']:,} other, "
         f"{result['errors']:,} socket errors or timeouts"
     )
+    # The server shares the CPUs with wrk (and whatever else runs): its CPU time per request
+    # says what the code costs, whatever the machine was doing.
+    cpu = f"{server_cpu / max(result['requests'], 1) * 1000:.2f} ms" if server_cpu else "?"
+    print(f"server CPU: {server_cpu:.1f} s user+system, {cpu} per request")
     # wrk stops with up to one request per connection in flight: those may be committed
     # without wrk reading their 202, so the table may hold a few more rows, never fewer.
     in_flight = stored - result["accepted"]
@@ -191,6 +222,14 @@ def main() -> None:
     print(
         f"stored: {stored:,} rows = {result['accepted']:,} answered 202 + {in_flight} in flight "
         f"when wrk stopped ({'every 202 is stored' if every_202_stored else 'MISMATCH'})"
+    )
+    print()
+    print("| events/s | p50 | p99 | server CPU per request | every 202 stored | load average |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        f"| {events_per_second:,.0f} | {p50:.0f} ms | {p99:.0f} ms | {cpu} | "
+        f"{'yes' if every_202_stored else 'NO'} ({result['accepted']:,} x 202, "
+        f"{stored:,} rows) | {load_before} |"
     )
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

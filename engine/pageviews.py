@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 import secrets
 import threading
 from collections import OrderedDict
@@ -57,6 +58,13 @@ VISIT_TIMEOUT = dt.timedelta(minutes=30)
 SALT_DAYS_KEPT = 2
 SALT_BYTES = 32
 
+#: How many distinct (referrer, landing query) pairs keep their classification in memory.
+SOURCE_CACHE_SIZE = 4096
+#: How many distinct URLs keep their host in memory (origins, referrers).
+HOST_CACHE_SIZE = 4096
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
 PAGE_VIEW = cast(Table, PageView.__table__)
 DAILY = cast(Table, PageViewDaily.__table__)
 SOURCE_DAILY = cast(Table, PageViewSourceDaily.__table__)
@@ -89,6 +97,7 @@ class TrackingSite:
         return moment.astimezone(self.timezone).date()
 
 
+@functools.lru_cache(maxsize=HOST_CACHE_SIZE)
 def _host(url: str) -> str:
     """Return the lower-case host of an absolute URL without ``www.``, or ""."""
     try:
@@ -153,7 +162,7 @@ def page_path(value: str, site: TrackingSite) -> tuple[str, str] | Discard:
         query = query.partition("#")[0]
     if not path.startswith("/") or path.startswith("//") or "\\" in path:
         return Discard.NOT_A_PAGE
-    if len(path) > MAX_PATH_LENGTH or any(ord(char) < 32 or ord(char) == 127 for char in path):
+    if len(path) > MAX_PATH_LENGTH or _CONTROL_RE.search(path):
         return Discard.NOT_A_PAGE
     # A static host serves /x/ and /x/index.html alike: count them as one page.
     if path.endswith("/index.html"):
@@ -186,12 +195,7 @@ def read_view(
     if isinstance(params, str):
         query = params.lstrip("?")[:MAX_QUERY_LENGTH]
         params = None
-    source = classify_source(
-        referrer if entry else "",
-        f"{path}?{query}" if query else path,
-        params,
-        site_host=site.host,
-    )
+    source = _landing_source(referrer if entry else "", query, params, site.host)
     return PendingView(
         ts=now,
         day=site.day(now),
@@ -201,6 +205,21 @@ def read_view(
         ip=ip,
         user_agent=(user_agent or "").strip()[:MAX_USER_AGENT_LENGTH],
     )
+
+
+def _landing_source(
+    referrer: str, query: str, params: Mapping[str, str] | None, site_host: str
+) -> Source:
+    """Classify a view's source; the page's path plays no part, only its query."""
+    if params:
+        return classify_source(referrer, f"/?{query}" if query else "/", params, site_host)
+    return _landing_source_of(referrer, query, site_host)
+
+
+@functools.lru_cache(maxsize=SOURCE_CACHE_SIZE)
+def _landing_source_of(referrer: str, query: str, site_host: str) -> Source:
+    # Most views repeat a few referrers and landing queries: classify each pair once.
+    return classify_source(referrer, f"/?{query}" if query else "/", None, site_host)
 
 
 # --- salts -------------------------------------------------------------------------------
@@ -286,37 +305,32 @@ _VISIT_COLUMNS = ("visitor", "last_ts", *_SOURCE_FIELDS)
 class _Statements:
     """The ingestion statements as driver SQL for one dialect, with its value converters.
 
-    Views arrive hundreds per second, so their statements skip SQLAlchemy's compiler: one
-    multi-row INSERT per batch (one round trip, not one per row), values converted by the
-    same type processors SQLAlchemy would use.
+    Views arrive thousands per second, so their statements skip SQLAlchemy's compiler: one
+    single-row INSERT run for the whole batch with ``executemany`` (SQLite prepares it once;
+    psycopg pipelines it into one round trip), values converted by the same type
+    processors SQLAlchemy would use.
     """
 
     def __init__(self, dialect: Dialect) -> None:
         self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        self.view_processors = [_processor(PAGE_VIEW, name, dialect) for name in _VIEW_COLUMNS]
-        self.visit_processors = [_processor(VISITS, name, dialect) for name in _VISIT_COLUMNS]
+        updates = ", ".join(f"{name} = excluded.{name}" for name in _VISIT_COLUMNS[1:])
+        self.insert_views = _insert_sql(self.mark, PAGE_VIEW.name, _VIEW_COLUMNS)
+        self.upsert_visits = (
+            _insert_sql(self.mark, VISITS.name, _VISIT_COLUMNS)
+            + f" ON CONFLICT (visitor) DO UPDATE SET {updates}"
+        )
+        self.view_row = _row_converter(PAGE_VIEW, _VIEW_COLUMNS, dialect)
+        self.visit_row = _row_converter(VISITS, _VISIT_COLUMNS, dialect)
         processor = VISITS.c.last_ts.type.dialect_impl(dialect).result_processor(dialect, None)
         self.read_ts: Callable[[Any], Any] = processor or (lambda value: value)
-
-    def insert_views(self, rows: int) -> str:
-        """Return the INSERT of ``rows`` page views."""
-        return _multi_row_sql(self.mark, PAGE_VIEW.name, _VIEW_COLUMNS, rows, "")
-
-    def upsert_visits(self, rows: int) -> str:
-        """Return the upsert of ``rows`` visits (one per visitor)."""
-        updates = ", ".join(f"{name} = excluded.{name}" for name in _VISIT_COLUMNS[1:])
-        suffix = f" ON CONFLICT (visitor) DO UPDATE SET {updates}"
-        return _multi_row_sql(self.mark, VISITS.name, _VISIT_COLUMNS, rows, suffix)
 
     def select_visits(self, visitors: int) -> str:
         """Return the SELECT of ``visitors`` visitors' running visits."""
         return _select_visits_sql(self.mark, visitors)
 
 
-@functools.lru_cache(maxsize=2048)
-def _multi_row_sql(mark: str, table: str, columns: tuple[str, ...], rows: int, suffix: str) -> str:
-    group = "(" + ", ".join([mark] * len(columns)) + ")"
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([group] * rows)}{suffix}"
+def _insert_sql(mark: str, table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -327,9 +341,23 @@ def _select_visits_sql(mark: str, visitors: int) -> str:
     )
 
 
-def _processor(table: Table, name: str, dialect: Dialect) -> Callable[[Any], Any]:
-    processor = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-    return processor or (lambda value: value)
+def _row_converter(
+    table: Table, columns: tuple[str, ...], dialect: Dialect
+) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """Return a function converting a row's values for the driver, column by column."""
+    steps: list[tuple[int, Callable[[Any], Any]]] = []
+    for index, name in enumerate(columns):
+        processor = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:  # most columns go to the driver as they are
+            steps.append((index, processor))
+
+    def convert(values: tuple[Any, ...]) -> tuple[Any, ...]:
+        row = list(values)
+        for index, processor in steps:
+            row[index] = processor(row[index])
+        return tuple(row)
+
+    return convert
 
 
 @functools.cache
@@ -410,9 +438,9 @@ def store_page_views(
     if wanted:
         visits.update(_running_visits(connection, sql, sorted(wanted)))
 
-    view_values: list[Any] = []
+    view_rows: list[tuple[Any, ...]] = []
     touched: dict[str, tuple[dt.datetime, Source]] = {}
-    processors = sql.view_processors
+    view_row = sql.view_row
     for view, current, previous in keyed:
         visitor = current
         if previous is not None and current not in visits:
@@ -425,37 +453,40 @@ def store_page_views(
             if visit is not None and view.ts - visit[0] <= VISIT_TIMEOUT:
                 source = visit[1]
         visits[visitor] = touched[visitor] = (view.ts, source)
-        values = (
-            view.day,
-            view.ts,
-            view.path,
-            source.channel,
-            source.source,
-            source.medium,
-            source.campaign,
-            source.engine_token,
-            visitor,
-            view.entry,
+        view_rows.append(
+            view_row(
+                (
+                    view.day,
+                    view.ts,
+                    view.path,
+                    source.channel,
+                    source.source,
+                    source.medium,
+                    source.campaign,
+                    source.engine_token,
+                    visitor,
+                    view.entry,
+                )
+            )
         )
-        view_values.extend(
-            convert(value) for convert, value in zip(processors, values, strict=True)
+    connection.exec_driver_sql(sql.insert_views, view_rows)
+    visit_row = sql.visit_row
+    visit_rows = [
+        visit_row(
+            (
+                visitor,
+                ts,
+                source.channel,
+                source.source,
+                source.medium,
+                source.campaign,
+                source.engine_token,
+            )
         )
-    connection.exec_driver_sql(sql.insert_views(len(keyed)), tuple(view_values))
-    visit_values: list[Any] = []
-    for visitor, (ts, source) in touched.items():
-        visit_row = (
-            visitor,
-            ts,
-            source.channel,
-            source.source,
-            source.medium,
-            source.campaign,
-            source.engine_token,
-        )
-        visit_values.extend(
-            convert(value) for convert, value in zip(sql.visit_processors, visit_row, strict=True)
-        )
-    connection.exec_driver_sql(sql.upsert_visits(len(touched)), tuple(visit_values))
+        # In one order: writers in several processes then lock visits without deadlocking.
+        for visitor, (ts, source) in sorted(touched.items(), key=lambda item: item[0])
+    ]
+    connection.exec_driver_sql(sql.upsert_visits, visit_rows)
     if cache is not None:
         cache.update(touched)
 

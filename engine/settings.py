@@ -141,7 +141,9 @@ DEFAULTS: dict[str, Any] = {
     "DEMAND_TEST_INVEST_PROBABILITY": 0.95,  # P(rate > goal) at or above this: invest
     "DEMAND_TEST_PIVOT_PROBABILITY": 0.05,  # P(rate > goal) at or below this: pivot
     # Web service
-    "SERVE_THREADS": 8,
+    # A page-view request holds its thread until its batch commits: more threads than
+    # concurrent beacons, or waitress queues requests (and logs each one).
+    "SERVE_THREADS": 64,
     # Scheduler (engine worker, engine serve) and /healthz
     "SCHEDULER_HEARTBEAT_SECONDS": 10,
     "SCHEDULER_HEARTBEAT_MAX_AGE_SECONDS": 60,

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -530,13 +531,25 @@ class _CrawlerMatcher:
         return self.regex.search(agent) is not None
 
 
-@functools.cache
-def _crawler_matcher() -> _CrawlerMatcher:
-    # Imported on the first user agent checked: only the web service classifies visitors.
-    from crawlerdetect.providers.crawlers import data as crawlers
-    from crawlerdetect.providers.exclusions import data as exclusions
+_matcher: _CrawlerMatcher | None = None
+_matcher_lock = threading.Lock()
 
-    return _CrawlerMatcher(list(crawlers), list(exclusions))
+
+def _crawler_matcher() -> _CrawlerMatcher:
+    """Return the crawler patterns, built once (the first requests wait for one build)."""
+    global _matcher
+    matcher = _matcher
+    if matcher is None:
+        # Built on the first user agent checked: only the web service classifies visitors.
+        # Under a lock: concurrent first requests would otherwise each spend ~100 ms on it.
+        with _matcher_lock:
+            if _matcher is None:
+                from crawlerdetect.providers.crawlers import data as crawlers
+                from crawlerdetect.providers.exclusions import data as exclusions
+
+                _matcher = _CrawlerMatcher(list(crawlers), list(exclusions))
+            matcher = _matcher
+    return matcher
 
 
 @functools.lru_cache(maxsize=BOT_CACHE_SIZE)
@@ -561,9 +574,16 @@ VISITOR_HASH_LENGTH = 32  # hex characters (128 bits)
 CLIENT_ADDRESS_HASH_LENGTH = 64  # hex characters (HMAC-SHA256)
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: An IPv4 address already in its one spelling (most clients): no parsing needed.
+_CANONICAL_IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def _normalize_ip(ip: str) -> str:
     """Give one spelling per address (IPv4-mapped IPv6 and zero-padded forms collapse)."""
     text = ip.strip()
+    if _CANONICAL_IPV4_RE.fullmatch(text):
+        return text
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

@@ -39,6 +39,7 @@ from engine.pageviews import (
     tracking_site,
     visitor_salts,
 )
+from engine.web import events
 from engine.web.events import PIXEL, event_writer
 
 SITE = "https://shop.test"
@@ -245,6 +246,37 @@ def test_pixel_answers_a_transparent_gif_and_reads_the_page_url(
     assert bot.status_code == 202 and bot.data == PIXEL
     assert client.get("/api/events.gif", headers={"User-Agent": FIREFOX}).status_code == 400
     assert count(db) == 1
+    # A query that is not UTF-8 (browsers percent-encode) is read, not a server error.
+    raw_query = {"QUERY_STRING": "p=/caf\xe9/"}  # the byte 0xE9 as a WSGI server passes it
+    agent = {"User-Agent": FIREFOX}
+    raw = client.get("/api/events.gif", environ_overrides=raw_query, headers=agent)
+    assert raw.status_code == 202
+    assert count(db) == 2
+
+
+def test_pixel_by_head_is_answered_like_get(client: FlaskClient, db: Database) -> None:
+    response = client.head("/api/events.gif?p=/guides/tents/", headers={"User-Agent": FIREFOX})
+    assert response.status_code == 202
+    assert response.mimetype == "image/gif"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert [v.path for v in views(db)] == ["/guides/tents/"]
+
+
+def test_a_view_the_database_did_not_take_is_answered_503(
+    client: FlaskClient, db: Database
+) -> None:
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE page_view RENAME TO page_view_away")
+    failed = beacon(client, "/products/tent/")
+    assert failed.status_code == 503
+    assert failed.headers["Retry-After"] == "5"
+    assert failed.headers["Access-Control-Allow-Origin"] == SITE
+    assert "briefly unavailable" in failed.get_json()["errors"]["body"][0]
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE page_view_away RENAME TO page_view")
+    # The writer carries on with the next view.
+    assert beacon(client, "/guides/tents/").status_code == 202
+    assert [v.path for v in views(db)] == ["/guides/tents/"]
 
 
 def test_preflight_allows_the_site_only(client: FlaskClient) -> None:
@@ -340,6 +372,23 @@ def test_group_commit_counts_every_concurrent_view(app: Flask, db: Database) -> 
     assert answers == [202] * 200
     assert count(db) == 200
     assert len({v.path for v in views(db)}) == 200
+
+
+def test_sqlite_wal_is_checkpointed_beside_the_writer(
+    app: Flask, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's WAL only")
+    monkeypatch.setattr(events, "CHECKPOINT_ROWS", 10)
+    monkeypatch.setattr(events, "WAL_LIMIT_PAGES", 100)
+    client = app.test_client()
+    for i in range(600):
+        assert beacon(client, f"/p/{i}/", ip=f"10.2.{i // 200}.{i % 200}").status_code == 202
+    assert count(db) == 600
+    # The writer's own connection never checkpoints, yet the WAL file was started over
+    # again and again (never checkpointed, 600 views take about 14 MB of WAL here).
+    wal = Path(str(db.engine.url.database) + "-wal")
+    assert wal.stat().st_size < 6_000_000
 
 
 # --- visitor ids and salts ----------------------------------------------------------------

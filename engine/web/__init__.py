@@ -9,14 +9,15 @@ from engine.web import api, events, health, hooks, preview, rejoin, subscriber
 
 
 def init_app(app: Flask) -> None:
-    """Register every blueprint."""
+    """Register every blueprint (the page-view routes also in front of Flask)."""
     app.register_blueprint(health.bp)
     app.register_blueprint(preview.bp)
     app.register_blueprint(api.bp)
-    app.register_blueprint(events.bp)
+    events.init_app(app)
     app.register_blueprint(subscriber.bp)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(rejoin.bp)
+    # Last: the client address must be resolved before any route, the fast ones included.
     trust_proxies(app)
 
 
