@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
+#: Execution option of a connection that only reads in its next transactions: on SQLite they
+#: start with a plain (deferred) ``BEGIN`` and never take the write lock.
+READ_ONLY = "engine_read_only"
+
 # A migration script's own revision and its parent, as Alembic's template writes them.
 _REVISION_LINE = re.compile(
     r"^(down_revision|revision)(?:\s*:[^=\n]*)?\s*=\s*(?:\"([^\"\n]*)\"|'([^'\n]*)'|(None))\s*$",
@@ -143,8 +147,10 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # pysqlite's implicit BEGIN is deferred; take the write lock up front so two
-            # writers queue on busy_timeout instead of failing on lock upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # writers queue on busy_timeout instead of failing on lock upgrade. A connection
+            # marked READ_ONLY reads a snapshot beside the writer (WAL) instead.
+            read_only = conn.get_execution_options().get(READ_ONLY)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
