@@ -8,6 +8,7 @@ new and a repeated signup, and only come after the signup is committed.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import threading
@@ -125,15 +126,24 @@ def _origin_of(url: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def allowed_origins(settings: Mapping[str, Any]) -> set[str]:
+def allowed_origins(settings: Mapping[str, Any]) -> frozenset[str]:
     """Return the origins allowed to post: ``ALLOWED_ORIGINS`` and the service's own."""
     configured = settings.get("ALLOWED_ORIGINS") or []
     if isinstance(configured, str):
         configured = [item for item in configured.split(",") if item.strip()]
-    origins = {_origin_of(str(item)) for item in configured}
-    origins.add(_origin_of(str(settings.get("API_URL") or settings["SITE_URL"])))
+    return _origins(
+        tuple(str(item) for item in configured),
+        str(settings.get("API_URL") or settings["SITE_URL"]),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _origins(configured: tuple[str, ...], own: str) -> frozenset[str]:
+    """Return the allowed origins for these settings (parsed once, asked on every request)."""
+    origins = {_origin_of(item) for item in configured}
+    origins.add(_origin_of(own))
     origins.discard("")
-    return origins
+    return frozenset(origins)
 
 
 def _request_origin() -> str | None:
