@@ -194,11 +194,14 @@ def hit_rate_limit(
     if limit <= 0:
         return 0
     window = dt.timedelta(seconds=window_seconds)
+    # first(), not one(): the upsert returns exactly one row, and asking SQLite for a
+    # second costs another round trip inside the write transaction.
     counted = _execute(
         session,
         _statements(_dialect(session)).rate_limit,
         {"limit_key": key, "now": now, "cutoff": now - window},
-    ).one()
+    ).first()
+    assert counted is not None
     hits, window_start = counted.hits, counted.window_start
     if hits <= limit:
         return 0
