@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from engine.db import Database, dialect_insert, utcnow
+from engine.db import Database, DriverStatement, dialect_insert, utcnow
 from engine.mail.base import (
     DeliveryResult,
     DeliveryStatus,
@@ -157,17 +157,27 @@ def queue(
         raise MailError(problem)
     # ON CONFLICT DO NOTHING: a concurrent enqueue of the same key waits for the other
     # transaction and then does nothing, instead of failing the request.
-    dialect = (
-        connection.dialect if isinstance(connection, Connection) else connection.get_bind().dialect
-    )
-    connection.execute(_insert_statement(dialect.name), values)
+    if isinstance(connection, Session):
+        connection = connection.connection()
+    _insert_statement(connection.dialect.name).execute(connection, values)
+
+
+#: The columns ``queue`` writes.
+_QUEUE_KEYS = [
+    "message_id", "idempotency_key", "to_email", "to_name", "sender", "reply_to", "subject",
+    "html", "text", "headers", "custom_args", "substitutions", "categories", "status",
+    "attempts", "next_attempt_at", "last_error", "created_at",
+]  # fmt: skip
 
 
 @functools.cache
-def _insert_statement(dialect: str) -> Any:
+def _insert_statement(dialect: str) -> DriverStatement:
     """Return the queue's INSERT … ON CONFLICT DO NOTHING, built once (values are parameters)."""
     insert = dialect_insert(dialect)
-    return insert(MailMessage.__table__).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    statement = insert(MailMessage.__table__).on_conflict_do_nothing(
+        index_elements=["idempotency_key"]
+    )
+    return DriverStatement(statement, _QUEUE_KEYS)
 
 
 def _parts(values: Mapping[str, Any], sender: str) -> tuple[Recipient, Message]:

@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from engine.db import UTCDateTime, dialect_insert
+from engine.db import DriverStatement, UTCDateTime, dialect_insert, sqlite_datetime
 from engine.mail import MANAGE_URL_TOKEN, UNSUBSCRIBE_URL_TOKEN, Message, RenderedEmail
 from engine.mail.base import validate_message
 from engine.mail.render import email_templates, render_email
@@ -194,15 +194,10 @@ def hit_rate_limit(
     if limit <= 0:
         return 0
     window = dt.timedelta(seconds=window_seconds)
-    # first(), not one(): the upsert returns exactly one row, and asking SQLite for a
-    # second costs another round trip inside the write transaction.
-    counted = _execute(
-        session,
-        _statements(_dialect(session)).rate_limit,
-        {"limit_key": key, "now": now, "cutoff": now - window},
-    ).first()
-    assert counted is not None
-    hits, window_start = counted.hits, counted.window_start
+    [(hits, window_start)] = _statements(_dialect(session)).rate_limit.execute(
+        _connection(session), {"limit_key": key, "now": now, "cutoff": now - window}
+    )
+    window_start = sqlite_datetime(window_start)
     if hits <= limit:
         return 0
     remaining = (window_start + window - now).total_seconds()
@@ -336,6 +331,18 @@ class SignupOutcome:
     send_confirmation: bool = False
 
 
+#: The columns a signup takes from its request (``PreparedSignup.columns``).
+_SIGNUP_REQUEST_KEYS = (
+    "consent_version", "consent_at", "quantity", "via", "client_hash", "page", "referrer",
+    "utm", "channel", "source", "medium", "campaign",
+)  # fmt: skip
+#: The other columns a new signup row is written with.
+_NEW_SIGNUP_KEYS = (
+    "subscriber_id", "product_handle", "sku", "status", "left_reason", "signed_up_at",
+    "pending_since", "confirmation_sent_at",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class PreparedSignup:
     """A signup with everything worked out that needs no database: keys, source, columns.
@@ -412,23 +419,25 @@ def store_signup(
     signup); a repeat a few more reads. Rules as for ``sign_up``.
     """
     statements = _statements(_dialect(connection))
-    if _execute(connection, statements.suppressed, {"key": prepared.address_key}).first():
+    driver = _connection(connection)
+    if statements.suppressed.execute(driver, {"key": prepared.address_key}):
         return StoredSignup("discarded")
     email = prepared.email
-    person = _execute(
-        connection,
-        statements.add_subscriber,
+    added_person = statements.add_subscriber.execute(
+        driver,
         {
             "address": email.address,
             "email": email.display,
             "token_key": secrets.token_urlsafe(9),
             "created_at": now,
         },
-    ).first()
-    new_person = person is not None
-    if person is None:
+    )
+    new_person = bool(added_person)
+    if new_person:
+        [(subscriber_id, token_key, display)] = added_person
+    else:
         person = _execute(connection, statements.subscriber, {"address": email.address}).one()
-    subscriber_id, token_key, display = person.id, person.token_key, person.email
+        subscriber_id, token_key, display = person.id, person.token_key, person.email
     where = {"subscriber_id": subscriber_id, "handle": prepared.handle, "sku": prepared.sku}
     existing = None if new_person else _execute(connection, statements.signup, where).first()
     if existing is None:
@@ -446,17 +455,18 @@ def store_signup(
             "confirmation_sent_at": now if send else None,
             **prepared.columns,
         }
-        added = _execute(connection, statements.add_signup, values).first()
-        if added is not None:
+        added = statements.add_signup.execute(driver, values)
+        if added:
+            [(signup_id,)] = added
             if not new_person:
                 send = _confirmation_allowed(connection, settings, prepared, now)
                 if send:
                     _execute(
                         connection,
                         statements.update_signup,
-                        {"signup_id": added.id, "sent_at": now},
+                        {"signup_id": signup_id, "sent_at": now},
                     )
-            return StoredSignup("pending", subscriber_id, token_key, display, added.id, send)
+            return StoredSignup("pending", subscriber_id, token_key, display, signup_id, send)
         existing = _execute(connection, statements.signup, where).one()
     signup_id, status, sent_at = existing.id, existing.status, existing.confirmation_sent_at
     changes: dict[str, Any] = {}
@@ -1299,6 +1309,10 @@ def _dialect(session: Session | Connection) -> str:
     return session.get_bind().dialect.name
 
 
+def _connection(session: Session | Connection) -> Connection:
+    return session.connection() if isinstance(session, Session) else session
+
+
 def _execute(
     session: Session | Connection, statement: Executable, params: Mapping[str, Any] | None = None
 ) -> Result[Any]:
@@ -1312,15 +1326,15 @@ def _execute(
 class _Statements:
     """The signup path's statements, built once per dialect; values are bound parameters."""
 
-    rate_limit: Executable
+    rate_limit: DriverStatement
     variant: Executable
     product: Executable
     product_variants: Executable
-    suppressed: Executable
-    add_subscriber: Executable
+    suppressed: DriverStatement
+    add_subscriber: DriverStatement
     subscriber: Executable
     signup: Executable
-    add_signup: Executable
+    add_signup: DriverStatement
     update_signup: Executable
     consent_known: Executable
     add_consent: Executable
@@ -1358,7 +1372,7 @@ def _statements(dialect: str) -> _Statements:
     consents = cast(Table, ConsentText.__table__)
     suppressions = cast(Table, Suppression.__table__)
     return _Statements(
-        rate_limit=rate_limit,
+        rate_limit=DriverStatement(rate_limit, ["limit_key", "now", "cutoff"]),
         variant=select(
             variants.c.id,
             variants.c.option_values,
@@ -1375,12 +1389,18 @@ def _statements(dialect: str) -> _Statements:
         product_variants=select(variants.c.price, variants.c.sellable).where(
             variants.c.product_id == bindparam("product_id")
         ),
-        suppressed=select(suppressions.c.address_hash).where(
-            suppressions.c.address_hash == bindparam("key")
+        suppressed=DriverStatement(
+            select(suppressions.c.address_hash).where(
+                suppressions.c.address_hash == bindparam("key")
+            ),
+            ["key"],
         ),
-        add_subscriber=insert(people)
-        .on_conflict_do_nothing(index_elements=["address"])
-        .returning(people.c.id, people.c.token_key, people.c.email),
+        add_subscriber=DriverStatement(
+            insert(people)
+            .on_conflict_do_nothing(index_elements=["address"])
+            .returning(people.c.id, people.c.token_key, people.c.email),
+            ["address", "email", "token_key", "created_at"],
+        ),
         subscriber=select(people.c.id, people.c.token_key, people.c.email).where(
             people.c.address == bindparam("address")
         ),
@@ -1389,9 +1409,12 @@ def _statements(dialect: str) -> _Statements:
             signups.c.product_handle == bindparam("handle"),
             signups.c.sku == bindparam("sku"),
         ),
-        add_signup=insert(signups)
-        .on_conflict_do_nothing(index_elements=["subscriber_id", "product_handle", "sku"])
-        .returning(signups.c.id),
+        add_signup=DriverStatement(
+            insert(signups)
+            .on_conflict_do_nothing(index_elements=["subscriber_id", "product_handle", "sku"])
+            .returning(signups.c.id),
+            [*_NEW_SIGNUP_KEYS, *_SIGNUP_REQUEST_KEYS],
+        ),
         update_signup=update(signups)
         .where(signups.c.id == bindparam("signup_id"))
         .values(confirmation_sent_at=bindparam("sent_at", type_=UTCDateTime())),
