@@ -244,10 +244,6 @@ def get_session() -> Session:
     return g.db_session
 
 
-#: How SQLAlchemy's SQLite dialect stores a DATETIME (UTCDateTime drops the zone first).
-_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
-
-
 class DriverStatement:
     """A Core statement that runs on SQLite's own cursor, compiled once; elsewhere as Core.
 
@@ -290,10 +286,14 @@ class DriverStatement:
 
 
 def _sqlite_value(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or value is None:
+        return value
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             raise ValueError("naive datetime; use engine.db.utcnow()")
-        return value.astimezone(dt.UTC).strftime(_SQLITE_DATETIME)
+        # SQLAlchemy's SQLite DATETIME text: "YYYY-MM-DD HH:MM:SS.ffffff", microseconds always.
+        return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
     if isinstance(value, dict | list):
         return json.dumps(value)
     return value
