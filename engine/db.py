@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -25,6 +26,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 
 if TYPE_CHECKING:
@@ -282,7 +284,11 @@ class DriverStatement:
         values = tuple(_sqlite_value(params[name]) if name else fixed for name, fixed in self.order)
         driver = connection.connection.driver_connection
         assert driver is not None
-        return list(driver.execute(self.sql, values).fetchall())
+        try:
+            return list(driver.execute(self.sql, values).fetchall())
+        except sqlite3.Error as exc:
+            # As SQLAlchemy would raise it: callers catch OperationalError (busy, locked).
+            raise DBAPIError.instance(self.sql, values, exc, sqlite3.Error) from exc
 
 
 def _sqlite_value(value: Any) -> Any:
