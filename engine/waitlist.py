@@ -696,15 +696,6 @@ def _list_unsubscribe(settings: Mapping[str, Any], url: str) -> dict[str, str]:
     return {"List-Unsubscribe": value, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
-def footer_links(settings: Mapping[str, Any], subscriber: Subscriber, scope: str) -> dict[str, str]:
-    """Return the links every email's footer shows: manage, unsubscribe (scope) and everything."""
-    return {
-        "manage_url": manage_url(settings, subscriber),
-        "unsubscribe_url": unsubscribe_url(settings, subscriber, scope),
-        "unsubscribe_all_url": unsubscribe_url(settings, subscriber, SCOPE_ALL),
-    }
-
-
 #: Where each person's confirmation link goes in the once-rendered confirmation email.
 CONFIRM_URL_TOKEN = "-confirm_url-"
 
@@ -800,20 +791,6 @@ def queue_confirmation_for(
         custom_args={"kind": "waitlist-confirm"},
         message_checked=True,
     )
-
-
-def queue_confirmation(
-    session: Session,
-    settings: Mapping[str, Any],
-    env: jinja2.Environment,
-    subscriber: Subscriber,
-    signup: Signup,
-    target: Target,
-    now: dt.datetime,
-) -> None:
-    """Render (or reuse) the double opt-in email for a signup and put it in the mail queue."""
-    email = confirmation_email(env, settings, target)
-    queue_confirmation_for(session, settings, email, subscriber, subscriber.email, signup.id, now)
 
 
 # --------------------------------------------------------------------------- confirm, leave
