@@ -10,6 +10,7 @@ claimed again. See the README for the exact guarantees.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -19,10 +20,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from engine.db import Database, dialect_insert, utcnow
+from engine.db import Database, DriverStatement, dialect_insert, utcnow
 from engine.mail.base import (
     DeliveryResult,
     DeliveryStatus,
@@ -77,11 +78,57 @@ def enqueue(
     personal data it would not otherwise need (it is stored, never sent). Raises MailError
     when the email could never be sent, so the mistake surfaces in the request.
     """
+    queue(
+        session,
+        idempotency_key=idempotency_key,
+        to=to,
+        subject=subject,
+        html=html,
+        text=text,
+        to_name=to_name,
+        sender=sender,
+        reply_to=reply_to,
+        headers=headers,
+        custom_args=custom_args,
+        substitutions=substitutions,
+        categories=categories,
+        not_before=not_before,
+    )
+    row = session.scalars(
+        select(MailMessage).where(MailMessage.idempotency_key == idempotency_key)
+    ).one()
+    return row
+
+
+def queue(
+    connection: Connection | Session,
+    *,
+    idempotency_key: str,
+    to: str,
+    subject: str,
+    html: str,
+    text: str,
+    to_name: str = "",
+    sender: str = "",
+    reply_to: str = "",
+    headers: Mapping[str, str] | None = None,
+    custom_args: Mapping[str, str] | None = None,
+    substitutions: Mapping[str, str] | None = None,
+    categories: Sequence[str] = (),
+    not_before: dt.datetime | None = None,
+    message_checked: bool = False,
+) -> None:
+    """Queue one email like ``enqueue`` with one INSERT and no read back (a Core connection).
+
+    ``message_checked`` skips the checks of the common part (sender, subject, parts,
+    categories) when the caller has run ``validate_message`` on exactly this message
+    already; the recipient's own part is always checked.
+    """
     if not idempotency_key or len(idempotency_key) > 255:
         raise MailError("an idempotency key of 1 to 255 characters is required")
-    message_id = uuid.uuid4().hex
+    now = utcnow()
     values: dict[str, Any] = {
-        "message_id": message_id,
+        "message_id": uuid.uuid4().hex,
         "idempotency_key": idempotency_key,
         "to_email": to.strip(),
         "to_name": to_name,
@@ -96,27 +143,41 @@ def enqueue(
         "categories": list(categories),
         "status": "queued",
         "attempts": 0,
-        "next_attempt_at": not_before or utcnow(),
+        "next_attempt_at": not_before or now,
         "last_error": "",
-        "created_at": utcnow(),
+        "created_at": now,
     }
     # An empty sender means MAIL_FROM, checked when the drain sends; stand in a valid one so
     # everything else about the email is checked now, inside the request.
     recipient, message = _parts(values, sender or "queue@example.com")
-    validate_message(message)
+    if not message_checked:
+        validate_message(message)
     problem = recipient_problem(recipient)
     if problem:
         raise MailError(problem)
-    dialect = session.get_bind().dialect.name
-    insert = dialect_insert(dialect)
     # ON CONFLICT DO NOTHING: a concurrent enqueue of the same key waits for the other
     # transaction and then does nothing, instead of failing the request.
-    statement = insert(MailMessage).values(**values)
-    session.execute(statement.on_conflict_do_nothing(index_elements=["idempotency_key"]))
-    row = session.scalars(
-        select(MailMessage).where(MailMessage.idempotency_key == idempotency_key)
-    ).one()
-    return row
+    if isinstance(connection, Session):
+        connection = connection.connection()
+    _insert_statement(connection.dialect.name).execute(connection, values)
+
+
+#: The columns ``queue`` writes.
+_QUEUE_KEYS = [
+    "message_id", "idempotency_key", "to_email", "to_name", "sender", "reply_to", "subject",
+    "html", "text", "headers", "custom_args", "substitutions", "categories", "status",
+    "attempts", "next_attempt_at", "last_error", "created_at",
+]  # fmt: skip
+
+
+@functools.cache
+def _insert_statement(dialect: str) -> DriverStatement:
+    """Return the queue's INSERT … ON CONFLICT DO NOTHING, built once (values are parameters)."""
+    insert = dialect_insert(dialect)
+    statement = insert(MailMessage.__table__).on_conflict_do_nothing(
+        index_elements=["idempotency_key"]
+    )
+    return DriverStatement(statement, _QUEUE_KEYS)
 
 
 def _parts(values: Mapping[str, Any], sender: str) -> tuple[Recipient, Message]:

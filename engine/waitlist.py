@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import math
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -20,12 +23,25 @@ from typing import IO, Any, cast
 
 import jinja2
 from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
-from sqlalchemy import CursorResult, Result, Table, case, delete, literal, select
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Executable,
+    Result,
+    Table,
+    bindparam,
+    case,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
-from engine.db import UTCDateTime, dialect_insert
-from engine.mail import render_email
-from engine.mailqueue import enqueue, forget_address
+from engine.db import DriverStatement, UTCDateTime, dialect_insert, sqlite_datetime
+from engine.mail import MANAGE_URL_TOKEN, UNSUBSCRIBE_URL_TOKEN, Message, RenderedEmail
+from engine.mail.base import validate_message
+from engine.mail.render import email_templates, render_email
+from engine.mailqueue import forget_address, queue
 from engine.models import (
     ConsentText,
     Product,
@@ -136,24 +152,30 @@ def consent_version(text: str) -> str:
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:16]
 
 
-def record_consent_text(session: Session, text: str, now: dt.datetime) -> str:
+def record_consent_text(session: Session | Connection, text: str, now: dt.datetime) -> str:
     """Store a consent wording once and return its version."""
     version = consent_version(text)
-    _insert_ignore(
-        session, ConsentText, {"version": version, "text": text, "created_at": now}, ["version"]
+    _execute(
+        session,
+        _statements(_dialect(session)).add_consent,
+        {"version": version, "text": text, "created_at": now},
     )
     return version
 
 
-def consent_for(session: Session, text: str, shown_version: str, now: dt.datetime) -> str:
+def consent_known(session: Session | Connection, version: str) -> bool:
+    """Return True when this consent version's wording is stored."""
+    found = _execute(session, _statements(_dialect(session)).consent_known, {"version": version})
+    return found.first() is not None
+
+
+def consent_for(
+    session: Session | Connection, text: str, shown_version: str, now: dt.datetime
+) -> str:
     """Return the version to record: the one the page showed if known, else the current text."""
     current = record_consent_text(session, text, now)
     # A page built before the wording changed still shows the old text: record that one.
-    if (
-        shown_version
-        and shown_version != current
-        and session.get(ConsentText, shown_version) is not None
-    ):
+    if shown_version and shown_version != current and consent_known(session, shown_version):
         return shown_version
     return current
 
@@ -162,7 +184,7 @@ def consent_for(session: Session, text: str, shown_version: str, now: dt.datetim
 
 
 def hit_rate_limit(
-    session: Session, key: str, limit: int, window_seconds: int, now: dt.datetime
+    session: Session | Connection, key: str, limit: int, window_seconds: int, now: dt.datetime
 ) -> int:
     """Count one hit on ``key``; return 0 when within the limit, else seconds to wait.
 
@@ -171,26 +193,14 @@ def hit_rate_limit(
     """
     if limit <= 0:
         return 0
-    table = cast(Table, RateLimit.__table__)
-    starts = literal(now, UTCDateTime())
-    expired = table.c.window_start <= now - dt.timedelta(seconds=window_seconds)
-    insert = dialect_insert(_dialect(session))
-    statement = (
-        insert(table)
-        .values(key=key, window_start=now, hits=1)
-        .on_conflict_do_update(
-            index_elements=["key"],
-            set_={
-                "hits": case((expired, 1), else_=table.c.hits + 1),
-                "window_start": case((expired, starts), else_=table.c.window_start),
-            },
-        )
-        .returning(table.c.hits, table.c.window_start)
+    window = dt.timedelta(seconds=window_seconds)
+    [(hits, window_start)] = _statements(_dialect(session)).rate_limit.execute(
+        _connection(session), {"limit_key": key, "now": now, "cutoff": now - window}
     )
-    hits, window_start = session.execute(statement).one()
+    window_start = sqlite_datetime(window_start)
     if hits <= limit:
         return 0
-    remaining = (window_start + dt.timedelta(seconds=window_seconds) - now).total_seconds()
+    remaining = (window_start + window - now).total_seconds()
     return max(1, math.ceil(remaining))
 
 
@@ -212,51 +222,54 @@ class Target:
 
 
 def resolve_target(
-    session: Session,
+    session: Session | Connection,
     urls: SiteURLs,
     *,
     handle: str,
     sku: str,
-    coming_soon: Mapping[str, Mapping[str, Any]],
+    coming_soon: Mapping[str, Mapping[str, Any]] | Callable[[], Mapping[str, Mapping[str, Any]]],
 ) -> Target:
     """Find the product or variant a signup names, or raise ``WaitlistError``.
 
     ``coming_soon`` maps the handles of products declared only in content to their front
-    matter (title, image, price). A catalog product must be active and published.
+    matter (title, image, price), or is a function returning that map (called only when
+    the catalog does not have the product). A catalog product must be active and published.
     """
+    statements = _statements(_dialect(session))
     if sku:
-        variant = session.scalar(select(Variant).where(Variant.sku == sku))
-        if variant is None or not _listed(variant.product):
+        row = _execute(session, statements.variant, {"sku": sku}).first()
+        if row is None or not _is_listed(row.status, row.published):
             raise WaitlistError("variant", "We don't know that variant.")
-        product = variant.product
-        if handle and handle != product.handle:
+        if handle and handle != row.handle:
             raise WaitlistError("variant", "That variant belongs to another product.")
+        title = " / ".join(str(value) for value in row.option_values or ())
         return Target(
-            handle=product.handle,
+            handle=row.handle,
             sku=sku,
-            title=product.title,
-            variant_title="" if variant.title == "Default Title" else variant.title,
-            sellable=bool(variant.sellable),
-            buy_url=urls.buy(product.handle, variant.id),
-            image=variant.image or _first_image(product),
-            price=variant.price,
+            title=row.title,
+            variant_title="" if title in ("", "Default Title") else title,
+            sellable=bool(row.sellable),
+            buy_url=urls.buy(row.handle, row.id),
+            image=row.image or _image_of(row.images),
+            price=row.price,
         )
     if not handle:
         raise WaitlistError("product", "Choose a product or one of its variants.")
-    listed = session.scalar(select(Product).where(Product.handle == handle))
-    if listed is not None and _listed(listed):
-        prices = [variant.price for variant in listed.variants]
+    listed = _execute(session, statements.product, {"handle": handle}).first()
+    if listed is not None and _is_listed(listed.status, listed.published):
+        variants = _execute(session, statements.product_variants, {"product_id": listed.id}).all()
+        prices = [variant.price for variant in variants]
         return Target(
             handle=handle,
             sku="",
             title=listed.title,
             variant_title="",
-            sellable=listed.sellable,
+            sellable=any(variant.sellable for variant in variants),
             buy_url=urls.buy(handle),
-            image=_first_image(listed),
+            image=_image_of(listed.images),
             price=min(prices) if prices else None,
         )
-    meta = coming_soon.get(handle)
+    meta = (coming_soon() if callable(coming_soon) else coming_soon).get(handle)
     if meta is None:
         raise WaitlistError("product", "We don't know that product.")
     price = meta.get("price")
@@ -272,12 +285,12 @@ def resolve_target(
     )
 
 
-def _listed(product: Product) -> bool:
-    return product.status in _SELLABLE_PRODUCT_STATUSES and bool(product.published)
+def _is_listed(status: str, published: bool) -> bool:
+    return status in _SELLABLE_PRODUCT_STATUSES and bool(published)
 
 
-def _first_image(product: Product) -> str:
-    for image in product.images or []:
+def _image_of(images: Any) -> str:
+    for image in images or []:
         if isinstance(image, Mapping) and image.get("src"):
             return str(image["src"])
         if isinstance(image, str) and image:
@@ -318,6 +331,174 @@ class SignupOutcome:
     send_confirmation: bool = False
 
 
+#: The columns a signup takes from its request (``PreparedSignup.columns``).
+_SIGNUP_REQUEST_KEYS = (
+    "consent_version", "consent_at", "quantity", "via", "client_hash", "page", "referrer",
+    "utm", "channel", "source", "medium", "campaign",
+)  # fmt: skip
+#: The other columns a new signup row is written with.
+_NEW_SIGNUP_KEYS = (
+    "subscriber_id", "product_handle", "sku", "status", "left_reason", "signed_up_at",
+    "pending_since", "confirmation_sent_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PreparedSignup:
+    """A signup with everything worked out that needs no database: keys, source, columns.
+
+    Made by ``prepare_signup`` before the write transaction, so the transaction itself
+    (``store_signup``) only runs its few statements.
+    """
+
+    email: EmailAddress
+    handle: str
+    sku: str
+    #: The keyed hash of the address: the suppression key and (truncated) the limits' key.
+    address_key: str
+    #: The columns a pending signup takes from this request (consent, source, page, …).
+    columns: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredSignup:
+    """What ``store_signup`` did, as plain values (``status`` as in ``SignupOutcome``)."""
+
+    status: str
+    subscriber_id: int | None = None
+    token_key: str = ""
+    email: str = ""
+    signup_id: int | None = None
+    send_confirmation: bool = False
+
+
+def prepare_signup(
+    settings: Mapping[str, Any],
+    request: SignupRequest,
+    target: Target,
+    version: str,
+    now: dt.datetime,
+) -> PreparedSignup:
+    """Work out a signup's keys and columns (``version``: the consent version to record)."""
+    source = classify_source(
+        request.referrer or None, request.page or None, request.utm, request.site_host or None
+    )
+    quantity = max(1, min(request.quantity, int(settings["WAITLIST_MAX_QUANTITY"])))
+    columns = {
+        "consent_version": version,
+        "consent_at": now,
+        "quantity": quantity,
+        "via": request.via,
+        "client_hash": request.client_hash,
+        "page": request.page[:2000],
+        "referrer": request.referrer[:2000],
+        "utm": dict(request.utm),
+        "channel": source.channel,
+        "source": source.source,
+        "medium": source.medium,
+        "campaign": source.campaign,
+    }
+    return PreparedSignup(
+        email=request.email,
+        handle=target.handle,
+        sku=target.sku,
+        address_key=address_hash(str(settings["SECRET_KEY"]), request.email.address),
+        columns=columns,
+    )
+
+
+def store_signup(
+    connection: Connection | Session,
+    settings: Mapping[str, Any],
+    prepared: PreparedSignup,
+    now: dt.datetime,
+) -> StoredSignup:
+    """Store (or find) the person's signup with Core statements; idempotent for repeats.
+
+    A new address costs four statements (suppression, person, the confirmation cap, the
+    signup); a repeat a few more reads. Rules as for ``sign_up``.
+    """
+    statements = _statements(_dialect(connection))
+    driver = _connection(connection)
+    if statements.suppressed.execute(driver, {"key": prepared.address_key}):
+        return StoredSignup("discarded")
+    email = prepared.email
+    added_person = statements.add_subscriber.execute(
+        driver,
+        {
+            "address": email.address,
+            "email": email.display,
+            "token_key": secrets.token_urlsafe(9),
+            "created_at": now,
+        },
+    )
+    new_person = bool(added_person)
+    if new_person:
+        [(subscriber_id, token_key, display)] = added_person
+    else:
+        person = _execute(connection, statements.subscriber, {"address": email.address}).one()
+        subscriber_id, token_key, display = person.id, person.token_key, person.email
+    where = {"subscriber_id": subscriber_id, "handle": prepared.handle, "sku": prepared.sku}
+    existing = None if new_person else _execute(connection, statements.signup, where).first()
+    if existing is None:
+        # Nobody else can hold a new person's row; for a known one a concurrent request may
+        # have added the signup since: then it is a repeat.
+        send = new_person and _confirmation_allowed(connection, settings, prepared, now)
+        values = {
+            "subscriber_id": subscriber_id,
+            "product_handle": prepared.handle,
+            "sku": prepared.sku,
+            "status": "pending",
+            "left_reason": "",
+            "signed_up_at": now,
+            "pending_since": now,
+            "confirmation_sent_at": now if send else None,
+            **prepared.columns,
+        }
+        added = statements.add_signup.execute(driver, values)
+        if added:
+            [(signup_id,)] = added
+            if not new_person:
+                send = _confirmation_allowed(connection, settings, prepared, now)
+                if send:
+                    _execute(
+                        connection,
+                        statements.update_signup,
+                        {"signup_id": signup_id, "sent_at": now},
+                    )
+            return StoredSignup("pending", subscriber_id, token_key, display, signup_id, send)
+        existing = _execute(connection, statements.signup, where).one()
+    signup_id, status, sent_at = existing.id, existing.status, existing.confirmation_sent_at
+    changes: dict[str, Any] = {}
+    if status == "left":
+        # Joining again is a new, explicit act: a fresh consent record and a new place in line.
+        status = "pending"
+        sent_at = None
+        changes.update(
+            status="pending",
+            left_reason="",
+            left_at=None,
+            confirmed_at=None,
+            confirmation_sent_at=None,
+            signed_up_at=now,
+            pending_since=now,
+        )
+    if status == "pending":
+        changes.update(prepared.columns)
+    window = dt.timedelta(minutes=int(settings["WAITLIST_CONFIRM_RESEND_MINUTES"]))
+    send = (
+        status == "pending"
+        and (sent_at is None or now - sent_at >= window)
+        and _confirmation_allowed(connection, settings, prepared, now)
+    )
+    if send:
+        changes["confirmation_sent_at"] = now
+    if changes:
+        table = cast(Table, Signup.__table__)
+        _execute(connection, update(table).where(table.c.id == signup_id).values(**changes))
+    return StoredSignup("pending", subscriber_id, token_key, display, signup_id, send)
+
+
 def sign_up(
     session: Session,
     settings: Mapping[str, Any],
@@ -332,56 +513,28 @@ def sign_up(
     ``WAITLIST_CONFIRMATIONS_PER_DAY`` confirmation emails a day. A suppressed address
     is discarded (the caller answers as for any signup, revealing nothing).
     """
-    secret = str(settings["SECRET_KEY"])
-    if is_suppressed(session, secret, request.email.address):
-        return SignupOutcome("discarded")
-    subscriber = _subscriber_for(session, request.email, now)
-    version = consent_for(session, request.consent_text, request.shown_consent_version, now)
-    source = classify_source(
-        request.referrer or None, request.page or None, request.utm, request.site_host or None
-    )
-    quantity = max(1, min(request.quantity, int(settings["WAITLIST_MAX_QUANTITY"])))
-    signup = _signup_for(session, subscriber, target, now, version)
-    if signup.status == "left":
-        # Joining again is a new, explicit act: a fresh consent record and a new place in line.
-        signup.status = "pending"
-        signup.left_reason = ""
-        signup.left_at = None
-        signup.confirmed_at = None
-        signup.confirmation_sent_at = None
-        signup.signed_up_at = now
-        signup.pending_since = now
-    if signup.status == "pending":
-        signup.consent_version = version
-        signup.consent_at = now
-        signup.quantity = quantity
-        signup.via = request.via
-        signup.client_hash = request.client_hash
-        signup.page = request.page[:2000]
-        signup.referrer = request.referrer[:2000]
-        signup.utm = dict(request.utm)
-        signup.channel = source.channel
-        signup.source = source.source
-        signup.medium = source.medium
-        signup.campaign = source.campaign
-    send = signup.status == "pending" and _confirmation_due(session, settings, signup, now)
-    if send:
-        signup.confirmation_sent_at = now
     session.flush()
-    return SignupOutcome("pending", subscriber, signup, send)
+    version = consent_for(session, request.consent_text, request.shown_consent_version, now)
+    prepared = prepare_signup(settings, request, target, version, now)
+    stored = store_signup(session, settings, prepared, now)
+    if stored.status != "pending":
+        return SignupOutcome(stored.status)
+    # The rows were written around the ORM: load them fresh.
+    subscriber = session.get(Subscriber, stored.subscriber_id, populate_existing=True)
+    signup = session.get(Signup, stored.signup_id, populate_existing=True)
+    return SignupOutcome("pending", subscriber, signup, stored.send_confirmation)
 
 
-def _confirmation_due(
-    session: Session, settings: Mapping[str, Any], signup: Signup, now: dt.datetime
+def _confirmation_allowed(
+    connection: Connection | Session,
+    settings: Mapping[str, Any],
+    prepared: PreparedSignup,
+    now: dt.datetime,
 ) -> bool:
-    """Return True when a confirmation may go out now (resend window, then the daily cap)."""
-    window = dt.timedelta(minutes=int(settings["WAITLIST_CONFIRM_RESEND_MINUTES"]))
-    if signup.confirmation_sent_at is not None and now - signup.confirmation_sent_at < window:
-        return False
-    assert signup.subscriber is not None
-    key = "confirm:" + address_hash(str(settings["SECRET_KEY"]), signup.subscriber.address)[:40]
+    """Count a confirmation email against the address's daily cap; True when within it."""
+    key = "confirm:" + prepared.address_key[:40]
     limit = int(settings["WAITLIST_CONFIRMATIONS_PER_DAY"])
-    return hit_rate_limit(session, key, limit, 86400, now) == 0
+    return hit_rate_limit(connection, key, limit, 86400, now) == 0
 
 
 def _subscriber_for(session: Session, email: EmailAddress, now: dt.datetime) -> Subscriber:
@@ -401,46 +554,6 @@ def _subscriber_for(session: Session, email: EmailAddress, now: dt.datetime) -> 
         ["address"],
     )
     return session.scalars(select(Subscriber).where(Subscriber.address == email.address)).one()
-
-
-def _signup_for(
-    session: Session, subscriber: Subscriber, target: Target, now: dt.datetime, version: str
-) -> Signup:
-    """Return the person's signup row for a target, creating a pending one if there is none."""
-    where = (
-        Signup.subscriber_id == subscriber.id,
-        Signup.product_handle == target.handle,
-        Signup.sku == target.sku,
-    )
-    signup = session.scalar(select(Signup).where(*where))
-    if signup is not None:
-        return signup
-    _insert_ignore(
-        session,
-        Signup,
-        {
-            "subscriber_id": subscriber.id,
-            "product_handle": target.handle,
-            "sku": target.sku,
-            "status": "pending",
-            "left_reason": "",
-            "quantity": 1,
-            "signed_up_at": now,
-            "pending_since": now,
-            "consent_version": version,
-            "consent_at": now,
-            "via": "form",
-            "page": "",
-            "referrer": "",
-            "utm": {},
-            "channel": "direct",
-            "source": "",
-            "medium": "",
-            "campaign": "",
-        },
-        ["subscriber_id", "product_handle", "sku"],
-    )
-    return session.scalars(select(Signup).where(*where)).one()
 
 
 # --------------------------------------------------------------------------- tokens and links
@@ -463,10 +576,29 @@ class TokenError(ValueError):
         self.expired = expired
 
 
-def confirm_token(secret: str, subscriber: Subscriber, signup: Signup) -> str:
+@dataclass(frozen=True)
+class Person:
+    """What a person's links are made of: the subscriber's id and random token key."""
+
+    id: int
+    token_key: str
+
+
+@functools.lru_cache(maxsize=16)
+def _timed_serializer(secret: str, salt: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret, salt=salt)
+
+
+@functools.lru_cache(maxsize=16)
+def _serializer(secret: str, salt: str) -> URLSafeSerializer:
+    return URLSafeSerializer(secret, salt=salt)
+
+
+def confirm_token(secret: str, subscriber: Subscriber | Person, signup: Signup | int) -> str:
     """Return the signed, expiring token of a signup's confirmation link."""
-    serializer = URLSafeTimedSerializer(secret, salt=CONFIRM_SALT)
-    return str(serializer.dumps([subscriber.id, subscriber.token_key, signup.id]))
+    signup_id = signup if isinstance(signup, int) else signup.id
+    serializer = _timed_serializer(secret, CONFIRM_SALT)
+    return str(serializer.dumps([subscriber.id, subscriber.token_key, signup_id]))
 
 
 def read_confirm_token(secret: str, token: str, max_age_seconds: int) -> tuple[int, str, int]:
@@ -486,9 +618,9 @@ def read_confirm_token(secret: str, token: str, max_age_seconds: int) -> tuple[i
     return subscriber_id, key, signup_id
 
 
-def subscriber_token(secret: str, salt: str, subscriber: Subscriber, scope: str) -> str:
+def subscriber_token(secret: str, salt: str, subscriber: Subscriber | Person, scope: str) -> str:
     """Return a never-expiring manage or unsubscribe token for a person and a scope."""
-    serializer = URLSafeSerializer(secret, salt=salt)
+    serializer = _serializer(secret, salt)
     return str(serializer.dumps([subscriber.id, subscriber.token_key, scope]))
 
 
@@ -527,57 +659,74 @@ def site_urls(settings: Mapping[str, Any]) -> SiteURLs:
     )
 
 
-def confirm_url(settings: Mapping[str, Any], subscriber: Subscriber, signup: Signup) -> str:
+def confirm_url(
+    settings: Mapping[str, Any], subscriber: Subscriber | Person, signup: Signup | int
+) -> str:
     """Return the absolute confirmation link of a signup (on ``API_URL``)."""
     token = confirm_token(str(settings["SECRET_KEY"]), subscriber, signup)
     return site_urls(settings).api(f"/waitlist/confirm/{token}")
 
 
-def manage_url(settings: Mapping[str, Any], subscriber: Subscriber) -> str:
+def manage_url(settings: Mapping[str, Any], subscriber: Subscriber | Person) -> str:
     """Return the absolute link of the person's manage page (on ``API_URL``)."""
     token = subscriber_token(str(settings["SECRET_KEY"]), MANAGE_SALT, subscriber, SCOPE_ALL)
     return site_urls(settings).api(f"/waitlist/manage/{token}")
 
 
-def unsubscribe_url(settings: Mapping[str, Any], subscriber: Subscriber, scope: str) -> str:
+def unsubscribe_url(
+    settings: Mapping[str, Any], subscriber: Subscriber | Person, scope: str
+) -> str:
     """Return the absolute unsubscribe link for one product's waitlist or (``*``) everything."""
     token = subscriber_token(str(settings["SECRET_KEY"]), UNSUBSCRIBE_SALT, subscriber, scope)
     return site_urls(settings).api(f"/unsubscribe/{token}")
 
 
 def unsubscribe_headers(
-    settings: Mapping[str, Any], subscriber: Subscriber, scope: str
+    settings: Mapping[str, Any], subscriber: Subscriber | Person, scope: str
 ) -> dict[str, str]:
     """Return ``List-Unsubscribe`` (HTTPS, plus a mailto when set) and ``List-Unsubscribe-Post``."""
-    value = f"<{unsubscribe_url(settings, subscriber, scope)}>"
+    return _list_unsubscribe(settings, unsubscribe_url(settings, subscriber, scope))
+
+
+def _list_unsubscribe(settings: Mapping[str, Any], url: str) -> dict[str, str]:
+    value = f"<{url}>"
     mailto = str(settings.get("WAITLIST_UNSUBSCRIBE_MAILTO") or "").strip()
     if mailto:
         value += f", <mailto:{mailto}?subject=unsubscribe>"
     return {"List-Unsubscribe": value, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
-def footer_links(settings: Mapping[str, Any], subscriber: Subscriber, scope: str) -> dict[str, str]:
-    """Return the links every email's footer shows: manage, unsubscribe (scope) and everything."""
-    return {
-        "manage_url": manage_url(settings, subscriber),
-        "unsubscribe_url": unsubscribe_url(settings, subscriber, scope),
-        "unsubscribe_all_url": unsubscribe_url(settings, subscriber, SCOPE_ALL),
-    }
+#: Where each person's confirmation link goes in the once-rendered confirmation email.
+CONFIRM_URL_TOKEN = "-confirm_url-"
 
 
-def queue_confirmation(
-    session: Session,
-    settings: Mapping[str, Any],
-    env: jinja2.Environment,
-    subscriber: Subscriber,
-    signup: Signup,
-    target: Target,
-    now: dt.datetime,
-) -> None:
-    """Render the double opt-in email for a signup and put it in the mail queue."""
+_CONFIRMATIONS: OrderedDict[tuple[Any, ...], RenderedEmail] = OrderedDict()
+_CONFIRMATIONS_LOCK = threading.Lock()
+_CONFIRMATIONS_KEPT = 256
+
+
+def confirmation_email(
+    env: jinja2.Environment, settings: Mapping[str, Any], target: Target
+) -> RenderedEmail:
+    """Return the double opt-in email for a target, rendered and CSS-inlined once.
+
+    The person's own links are the substitution placeholders (``-confirm_url-``, the
+    layout's ``-manage_url-`` and ``-unsubscribe_url-``); ``queue_confirmation_for`` puts
+    each person's values in as the queue's substitutions. Kept per target and settings
+    (the last 256); a changed template file is a new template object, so a new entry.
+    """
+    templates = email_templates(env, "waitlist_confirm")
+    names = (
+        "SITE_NAME", "COMPANY_ADDRESS", "SITE_URL", "SITE_LANGUAGE", "API_URL", "STORE_URL",
+        "CURRENCY", "WAITLIST_UNCONFIRMED_DAYS",
+    )  # fmt: skip
+    key = (templates, target, tuple(str(settings.get(name, "")) for name in names))
+    with _CONFIRMATIONS_LOCK:
+        cached = _CONFIRMATIONS.get(key)
+        if cached is not None:
+            _CONFIRMATIONS.move_to_end(key)
+            return cached
     urls = site_urls(settings)
-    days = int(settings["WAITLIST_UNCONFIRMED_DAYS"])
-    links = footer_links(settings, subscriber, SCOPE_ALL)
     context = {
         "product_title": target.title,
         "variant_title": target.variant_title,
@@ -586,23 +735,61 @@ def queue_confirmation(
         "price": format_money(target.price, str(settings.get("CURRENCY") or "USD"))
         if target.price is not None
         else "",
-        "confirm_url": confirm_url(settings, subscriber, signup),
-        "valid_days": days,
-        "manage_url": links["manage_url"],
+        "confirm_url": CONFIRM_URL_TOKEN,
+        "valid_days": int(settings["WAITLIST_UNCONFIRMED_DAYS"]),
+        "manage_url": MANAGE_URL_TOKEN,
         # Whoever did not ask for this email wants no more of any kind.
-        "unsubscribe_url": links["unsubscribe_all_url"],
+        "unsubscribe_url": UNSUBSCRIBE_URL_TOKEN,
     }
     email = render_email(env, "waitlist_confirm", settings, context)
-    enqueue(
-        session,
-        idempotency_key=f"waitlist-confirm:{signup.id}:{now.timestamp():.6f}",
-        to=subscriber.email,
+    validate_message(
+        Message(
+            subject=email.subject,
+            html=email.html,
+            text=email.text,
+            # As the queue checks it: the sender is MAIL_FROM, checked when the drain sends.
+            sender="queue@example.com",
+            categories=CONFIRM_CATEGORIES,
+        )
+    )
+    with _CONFIRMATIONS_LOCK:
+        _CONFIRMATIONS[key] = email
+        while len(_CONFIRMATIONS) > _CONFIRMATIONS_KEPT:
+            _CONFIRMATIONS.popitem(last=False)
+    return email
+
+
+#: The categories every confirmation email carries.
+CONFIRM_CATEGORIES = ("waitlist-confirm",)
+
+
+def queue_confirmation_for(
+    connection: Connection | Session,
+    settings: Mapping[str, Any],
+    email: RenderedEmail,
+    person: Subscriber | Person,
+    to: str,
+    signup_id: int,
+    now: dt.datetime,
+) -> None:
+    """Queue a confirmation (from ``confirmation_email``) with this person's links."""
+    unsubscribe = unsubscribe_url(settings, person, SCOPE_ALL)
+    queue(
+        connection,
+        idempotency_key=f"waitlist-confirm:{signup_id}:{now.timestamp():.6f}",
+        to=to,
         subject=email.subject,
         html=email.html,
         text=email.text,
-        headers=unsubscribe_headers(settings, subscriber, SCOPE_ALL),
-        categories=("waitlist-confirm",),
+        headers=_list_unsubscribe(settings, unsubscribe),
+        substitutions={
+            CONFIRM_URL_TOKEN: confirm_url(settings, person, signup_id),
+            MANAGE_URL_TOKEN: manage_url(settings, person),
+            UNSUBSCRIBE_URL_TOKEN: unsubscribe,
+        },
+        categories=CONFIRM_CATEGORIES,
         custom_args={"kind": "waitlist-confirm"},
+        message_checked=True,
     )
 
 
@@ -1093,8 +1280,124 @@ def _parse_time(text: str, now: dt.datetime, problems: list[str]) -> dt.datetime
 # --------------------------------------------------------------------------- database helpers
 
 
-def _dialect(session: Session) -> str:
+def _dialect(session: Session | Connection) -> str:
+    if isinstance(session, Connection):
+        return session.dialect.name
     return session.get_bind().dialect.name
+
+
+def _connection(session: Session | Connection) -> Connection:
+    return session.connection() if isinstance(session, Session) else session
+
+
+def _execute(
+    session: Session | Connection, statement: Executable, params: Mapping[str, Any] | None = None
+) -> Result[Any]:
+    """Run a Core statement on a session's connection or a connection, as Core."""
+    if isinstance(session, Session):
+        return session.connection().execute(statement, params)
+    return session.execute(statement, params)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The signup path's statements, built once per dialect; values are bound parameters."""
+
+    rate_limit: DriverStatement
+    variant: Executable
+    product: Executable
+    product_variants: Executable
+    suppressed: DriverStatement
+    add_subscriber: DriverStatement
+    subscriber: Executable
+    signup: Executable
+    add_signup: DriverStatement
+    update_signup: Executable
+    consent_known: Executable
+    add_consent: Executable
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    insert = dialect_insert(dialect)
+    limits = cast(Table, RateLimit.__table__)
+    now = bindparam("now", type_=UTCDateTime())
+    expired = limits.c.window_start <= bindparam("cutoff", type_=UTCDateTime())
+    rate_limit = (
+        insert(limits)
+        .values(key=bindparam("limit_key"), window_start=now, hits=1)
+        .on_conflict_do_update(
+            index_elements=["key"],
+            set_={
+                "hits": case((expired, 1), else_=limits.c.hits + 1),
+                "window_start": case((expired, now), else_=limits.c.window_start),
+            },
+        )
+        .returning(limits.c.hits, limits.c.window_start)
+    )
+    products = cast(Table, Product.__table__)
+    variants = cast(Table, Variant.__table__)
+    product_columns = (
+        products.c.handle,
+        products.c.title,
+        products.c.status,
+        products.c.published,
+        products.c.images,
+    )
+    people = cast(Table, Subscriber.__table__)
+    signups = cast(Table, Signup.__table__)
+    consents = cast(Table, ConsentText.__table__)
+    suppressions = cast(Table, Suppression.__table__)
+    return _Statements(
+        rate_limit=DriverStatement(rate_limit, ["limit_key", "now", "cutoff"]),
+        variant=select(
+            variants.c.id,
+            variants.c.option_values,
+            variants.c.sellable,
+            variants.c.image,
+            variants.c.price,
+            *product_columns,
+        )
+        .join_from(variants, products, variants.c.product_id == products.c.id)
+        .where(variants.c.sku == bindparam("sku")),
+        product=select(products.c.id, *product_columns).where(
+            products.c.handle == bindparam("handle")
+        ),
+        product_variants=select(variants.c.price, variants.c.sellable).where(
+            variants.c.product_id == bindparam("product_id")
+        ),
+        suppressed=DriverStatement(
+            select(suppressions.c.address_hash).where(
+                suppressions.c.address_hash == bindparam("key")
+            ),
+            ["key"],
+        ),
+        add_subscriber=DriverStatement(
+            insert(people)
+            .on_conflict_do_nothing(index_elements=["address"])
+            .returning(people.c.id, people.c.token_key, people.c.email),
+            ["address", "email", "token_key", "created_at"],
+        ),
+        subscriber=select(people.c.id, people.c.token_key, people.c.email).where(
+            people.c.address == bindparam("address")
+        ),
+        signup=select(signups.c.id, signups.c.status, signups.c.confirmation_sent_at).where(
+            signups.c.subscriber_id == bindparam("subscriber_id"),
+            signups.c.product_handle == bindparam("handle"),
+            signups.c.sku == bindparam("sku"),
+        ),
+        add_signup=DriverStatement(
+            insert(signups)
+            .on_conflict_do_nothing(index_elements=["subscriber_id", "product_handle", "sku"])
+            .returning(signups.c.id),
+            [*_NEW_SIGNUP_KEYS, *_SIGNUP_REQUEST_KEYS],
+        ),
+        update_signup=update(signups)
+        .where(signups.c.id == bindparam("signup_id"))
+        .values(confirmation_sent_at=bindparam("sent_at", type_=UTCDateTime())),
+        consent_known=select(consents.c.version).where(consents.c.version == bindparam("version")),
+        add_consent=insert(consents).on_conflict_do_nothing(index_elements=["version"]),
+    )
 
 
 def _insert_ignore(

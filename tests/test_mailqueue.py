@@ -33,6 +33,7 @@ from engine.mailqueue import (
     drain,
     enqueue,
     forget_address,
+    queue,
     queue_backlog,
     retry_failed,
 )
@@ -110,6 +111,40 @@ def test_enqueue_twice_with_the_same_key_is_a_no_op(db: Database) -> None:
     assert again.message_id == first.message_id
     (row,) = rows(db)
     assert row.subject == "Confirm your waitlist signup" and row.status == "queued"
+
+
+def test_queue_on_a_connection_stores_what_it_was_given(db: Database) -> None:
+    later = dt.datetime(2026, 3, 2, 14, 30, 5, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    with db.engine.begin() as connection:
+        queue(
+            connection,
+            idempotency_key="confirm:7",
+            to="Ann@Example.com",
+            subject="Confirm -name-",
+            html="<p>-confirm_url-</p>",
+            text="-confirm_url-",
+            headers={"List-Unsubscribe": "<https://api.shop.test/unsubscribe/t>"},
+            substitutions={"-confirm_url-": "https://api.shop.test/waitlist/confirm/t"},
+            custom_args={"kind": "waitlist-confirm"},
+            categories=("waitlist-confirm",),
+            not_before=later,
+        )
+        # The same key again changes nothing.
+        queue(connection, idempotency_key="confirm:7", to="b@example.com", subject="x",
+              html="<p>x</p>", text="x")  # fmt: skip
+    (row,) = rows(db)
+    assert (row.to_email, row.subject, row.status, row.attempts) == (
+        "Ann@Example.com", "Confirm -name-", "queued", 0,
+    )  # fmt: skip
+    assert row.next_attempt_at == later and row.next_attempt_at.tzinfo is not None
+    assert row.headers == {"List-Unsubscribe": "<https://api.shop.test/unsubscribe/t>"}
+    assert row.substitutions == {"-confirm_url-": "https://api.shop.test/waitlist/confirm/t"}
+    assert (row.custom_args, row.categories) == ({"kind": "waitlist-confirm"}, ["waitlist-confirm"])
+    # Stored as the instant it names: not due a second before, due a second after.
+    with db.session() as session:
+        assert claim(session, 10, 60, later - dt.timedelta(seconds=1)) is None
+    with db.session() as session:
+        assert claim(session, 10, 60, later + dt.timedelta(seconds=1)) is not None
 
 
 def test_enqueue_refuses_an_email_that_could_never_be_sent(db: Database) -> None:

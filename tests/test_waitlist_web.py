@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,12 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import func, select
 
 from engine import create_app
-from engine.db import Database, get_db
+from engine.db import Database, get_db, utcnow
+from engine.mail import make_backend, outbox_dir, read_outbox
+from engine.mail.base import substitute
+from engine.mailqueue import drain
 from engine.models import MailMessage, Signup, Subscriber, Suppression
-from engine.waitlist import address_hash
+from engine.waitlist import address_hash, consent_version, record_consent_text
 from tests.test_waitlist import add_catalog
 
 SITE = "https://shop.test"
@@ -72,6 +77,11 @@ def count(db: Database, model: type[Any]) -> int:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
+def as_sent(message: MailMessage) -> str:
+    """Return a queued email's text part as it is sent: the person's substitutions applied."""
+    return substitute(message.text, message.substitutions)
+
+
 def link(text: str, path: str) -> str:
     """Return the first service link with this path prefix in an email's text."""
     match = re.search(re.escape(SITE + path) + r"[A-Za-z0-9._-]+", text)
@@ -83,7 +93,7 @@ def link(text: str, path: str) -> str:
 
 
 def test_signup_confirm_manage_and_one_click_unsubscribe(
-    client: FlaskClient, store: Database
+    app: Flask, client: FlaskClient, store: Database
 ) -> None:
     response = post_form(
         client,
@@ -111,14 +121,32 @@ def test_signup_confirm_manage_and_one_click_unsubscribe(
         signup = session.scalars(select(Signup)).one()
         assert (signup.status, signup.quantity, signup.via) == ("pending", 2, "form")
 
-    page = client.get(link(email.text, "/waitlist/confirm/"))
+    # The email as it leaves: the person's own links in both parts, no placeholder left.
+    assert drain(store, app.config, make_backend(app.config)).sent == 1
+    [sent] = read_outbox(outbox_dir(app.config))
+    assert (
+        sent["To"] == "Ana@example.com"
+        and sent["List-Unsubscribe"] == email.headers["List-Unsubscribe"]
+    )
+    text_part = sent.get_body(("plain",))
+    html_part = sent.get_body(("html",))
+    assert text_part is not None and html_part is not None
+    text, html = text_part.get_content(), html_part.get_content()
+    for part in (text, html):
+        assert "-confirm_url-" not in part and "-manage_url-" not in part
+        assert "-unsubscribe_url-" not in part
+    confirm_link = link(text, "/waitlist/confirm/")
+    assert f'href="{SITE}{confirm_link}"' in html
+    assert link(text, "/unsubscribe/") == link(email.headers["List-Unsubscribe"], "/unsubscribe/")
+
+    page = client.get(confirm_link)
     assert page.status_code == 200 and "on the list" in page.get_data(as_text=True)
     assert page.headers["Cache-Control"] == "no-store"
     assert page.headers["Referrer-Policy"] == "no-referrer"
     with store.sessions() as session:
         assert session.scalars(select(Signup)).one().status == "confirmed"
 
-    manage = client.get(link(email.text, "/waitlist/manage/"))
+    manage = client.get(link(text, "/waitlist/manage/"))
     body = manage.get_data(as_text=True)
     assert manage.status_code == 200
     assert "Trail Tent" in body and "TENT-GREEN" in body and 'name="leave"' in body
@@ -171,11 +199,76 @@ def test_json_signup_answers_pending_and_is_idempotent(
         assert signup.client_hash and "127.0.0.1" not in signup.client_hash
 
 
+def test_suppressed_address_is_answered_alike_and_stores_nothing(
+    client: FlaskClient, store: Database, app: Flask
+) -> None:
+    with store.sessions() as session:
+        key = address_hash(str(app.config["SECRET_KEY"]), "ana@example.com")
+        session.add(Suppression(address_hash=key, reason="unsubscribed", created_at=utcnow()))
+        session.commit()
+    response = post_json(client, {"email": "Ana@Example.com", "product": "stove", "consent": True})
+    assert response.status_code == 202 and response.get_json() == {"status": "pending"}
+    assert count(store, Signup) == 0 and count(store, Subscriber) == 0
+    assert queued(store) == []
+
+
+def test_joining_again_after_leaving_is_a_fresh_signup_with_a_new_confirmation(
+    client: FlaskClient, store: Database, app: Flask
+) -> None:
+    body = {"email": "cid@example.com", "product": "stove", "consent": True, "quantity": 2}
+    assert post_json(client, body).status_code == 202
+    with store.sessions() as session:
+        signup = session.scalars(select(Signup)).one()
+        first_signed_up = signup.signed_up_at
+        signup.status, signup.left_reason, signup.left_at = "left", "left", utcnow()
+        # The first confirmation went out long enough ago for another one.
+        signup.confirmation_sent_at = utcnow() - dt.timedelta(hours=2)
+        session.commit()
+    old_wording = "Email me when it is back."
+    with store.sessions() as session:
+        record_consent_text(session, old_wording, utcnow())
+        session.commit()
+    again = {**body, "quantity": 3, "consent_version": consent_version(old_wording)}
+    assert post_json(client, again).status_code == 202
+    with store.sessions() as session:
+        signup = session.scalars(select(Signup)).one()
+        assert (signup.status, signup.quantity, signup.left_at) == ("pending", 3, None)
+        assert signup.signed_up_at > first_signed_up
+        # The page showed the old wording: that is the one recorded.
+        assert signup.consent_version == consent_version(old_wording)
+    _first, second = queued(store)
+    assert client.get(link(as_sent(second), "/waitlist/confirm/")).status_code == 200
+    with store.sessions() as session:
+        assert session.scalars(select(Signup)).one().status == "confirmed"
+
+
+def test_concurrent_repeats_of_one_signup_store_one_row_and_one_email(
+    app: Flask, store: Database
+) -> None:
+    body = json.dumps({"email": "dee@example.com", "variant": "TENT-GREEN", "consent": True})
+
+    def post(number: int) -> int:
+        response = app.test_client().post(
+            "/api/waitlist",
+            data=body,
+            content_type="text/plain",
+            environ_base={"REMOTE_ADDR": f"10.1.0.{number}"},
+        )
+        return response.status_code
+
+    app.config["WAITLIST_ADDRESS_LIMIT"] = 0
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(post, range(16)))
+    assert statuses == [202] * 16
+    assert count(store, Subscriber) == 1 and count(store, Signup) == 1
+    assert len(queued(store)) == 1
+
+
 def test_manage_page_leave_button_leaves_one_waitlist(client: FlaskClient, store: Database) -> None:
     for product in ("stove", "packraft"):
         post_json(client, {"email": "cid@example.com", "product": product, "consent": True})
     first = queued(store)[0]
-    manage = link(first.text, "/waitlist/manage/")
+    manage = link(as_sent(first), "/waitlist/manage/")
     with store.sessions() as session:
         stove = session.scalars(select(Signup).where(Signup.product_handle == "stove")).one()
     response = client.post(manage, data={"leave": str(stove.id)})
@@ -414,7 +507,7 @@ def test_export_erasure_and_reimport(
 ) -> None:
     post_json(client, {"email": "Ana@Example.com", "product": "stove", "consent": True})
     post_json(client, {"email": "bea@example.com", "variant": "TENT-GREEN", "consent": True})
-    client.get(link(queued(store)[0].text, "/waitlist/confirm/"))
+    client.get(link(as_sent(queued(store)[0]), "/waitlist/confirm/"))
 
     exported = runner.invoke(args=["waitlist", "export"])
     assert exported.exit_code == 0, exported.output

@@ -84,12 +84,7 @@ def render_email(
         "manage_url": MANAGE_URL_TOKEN,
     }
     values.update(context or {})
-    html_env, text_env = _overlays(env)
-    try:
-        text_template = text_env.get_template(f"emails/{name}.txt.j2")
-        html_template = html_env.get_template(f"emails/{name}.html.j2")
-    except jinja2.TemplateNotFound as exc:
-        raise MailError(f"email template {exc.name} not found") from None
+    html_template, text_template = email_templates(env, name)
     block = text_template.blocks.get("subject")
     if block is None:
         raise MailError(f"emails/{name}.txt.j2 has no {{% block subject %}}")
@@ -100,6 +95,17 @@ def render_email(
     text = text_template.render(values).strip() + "\n"
     html = _inliner().inline(html_template.render(values))
     return RenderedEmail(subject=subject, html=html, text=text)
+
+
+def email_templates(env: jinja2.Environment, name: str) -> tuple[jinja2.Template, jinja2.Template]:
+    """Return the (HTML, text) templates of an email; a changed file gives new objects."""
+    html_env, text_env = _overlays(env)
+    try:
+        text_template = text_env.get_template(f"emails/{name}.txt.j2")
+        html_template = html_env.get_template(f"emails/{name}.html.j2")
+    except jinja2.TemplateNotFound as exc:
+        raise MailError(f"email template {exc.name} not found") from None
+    return html_template, text_template
 
 
 def unsubscribe_headers(unsubscribe_url: str) -> dict[str, str]:

@@ -8,35 +8,44 @@ new and a repeated signup, and only come after the signup is committed.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Response, current_app, request
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 from wtforms import BooleanField, Form, IntegerField, StringField, ValidationError
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from engine.db import get_session, utcnow
+from engine.db import READ_ONLY, get_db, utcnow
 from engine.pages import Link
 from engine.tracking import client_address_hash
 from engine.waitlist import (
     MAX_EMAIL_LENGTH,
     InvalidEmail,
+    Person,
     SignupRequest,
     Target,
     WaitlistError,
-    address_hash,
+    confirmation_email,
+    consent_known,
+    consent_version,
     hit_rate_limit,
     normalize_email,
-    queue_confirmation,
+    prepare_signup,
+    queue_confirmation_for,
+    record_consent_text,
     resolve_target,
-    sign_up,
     site_urls,
+    store_signup,
 )
 from engine.web.subscriber import coming_soon_products, environment, message, no_store
 
@@ -117,15 +126,24 @@ def _origin_of(url: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def allowed_origins(settings: Mapping[str, Any]) -> set[str]:
+def allowed_origins(settings: Mapping[str, Any]) -> frozenset[str]:
     """Return the origins allowed to post: ``ALLOWED_ORIGINS`` and the service's own."""
     configured = settings.get("ALLOWED_ORIGINS") or []
     if isinstance(configured, str):
         configured = [item for item in configured.split(",") if item.strip()]
-    origins = {_origin_of(str(item)) for item in configured}
-    origins.add(_origin_of(str(settings.get("API_URL") or settings["SITE_URL"])))
+    return _origins(
+        tuple(str(item) for item in configured),
+        str(settings.get("API_URL") or settings["SITE_URL"]),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _origins(configured: tuple[str, ...], own: str) -> frozenset[str]:
+    """Return the allowed origins for these settings (parsed once, asked on every request)."""
+    origins = {_origin_of(item) for item in configured}
+    origins.add(_origin_of(own))
     origins.discard("")
-    return origins
+    return frozenset(origins)
 
 
 def _request_origin() -> str | None:
@@ -244,61 +262,50 @@ def waitlist_signup() -> Response:
         return _store(mode, form)
     except OperationalError:
         # The database is busy or down: nothing was stored, so the client must retry.
-        get_session().rollback()
         response = _refuse(mode, 503, "body", "Signups are briefly unavailable; try again.")
         response.headers["Retry-After"] = "5"
         return response
 
 
+#: One writer at a time per process on SQLite: threads wait here, in turn and without
+#: sleeping, instead of in SQLite's busy handler, whose back-off sleeps up to 100 ms a try.
+_SQLITE_WRITER = threading.Lock()
+#: The consent versions known to be stored in this app's database (they are never deleted).
+_CONSENTS_KEY = "engine.waitlist.consent_versions"
+
+
+@contextmanager
+def _one_writer(connection: Connection) -> Iterator[None]:
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    with _SQLITE_WRITER:
+        yield
+
+
 def _store(mode: str, form: SignupForm) -> Response:
-    """Rate-limit, find the target, store the signup, commit, answer."""
+    """Look up, prepare and render first; then rate-limit and store in one short transaction.
+
+    Everything that needs no lock (validation, the product, the consent wording, the
+    source, the rendered confirmation email) is done before the write transaction, so on
+    SQLite the write lock is held for a handful of statements only.
+    """
     settings = current_app.config
     secret = str(settings["SECRET_KEY"])
-    session = get_session()
     now = utcnow()
     page = _safe_page(form.page.data or "")
     client = client_address_hash(secret, request.remote_addr or "")
-    retry = hit_rate_limit(
-        session,
-        "client:" + client[:40],
-        int(settings["WAITLIST_CLIENT_LIMIT"]),
-        int(settings["WAITLIST_CLIENT_WINDOW_SECONDS"]),
-        now,
-    )
-    if retry:
-        session.commit()
-        return _too_many(mode, retry, page)
-    try:
-        target = resolve_target(
-            session,
-            site_urls(settings),
-            handle=(form.product.data or "").strip(),
-            sku=(form.variant.data or "").strip(),
-            coming_soon=coming_soon_products(),
-        )
-    except WaitlistError as exc:
-        session.commit()
-        return _invalid(mode, {exc.field: [exc.message]}, page)
-    if target.sellable:
-        session.commit()
-        return _available(mode, target)
     email = form.normalized
     assert email is not None
-    retry = hit_rate_limit(
-        session,
-        "address:" + address_hash(secret, email.address)[:40],
-        int(settings["WAITLIST_ADDRESS_LIMIT"]),
-        int(settings["WAITLIST_ADDRESS_WINDOW_SECONDS"]),
-        now,
-    )
-    if retry:
-        session.commit()
-        return _too_many(mode, retry, page)
+    consent_text = str(settings["WAITLIST_CONSENT_TEXT"])
+    current = consent_version(consent_text)
+    shown = (form.consent_version.data or "").strip()
+    known: set[str] = current_app.extensions.setdefault(_CONSENTS_KEY, set())
     signup = SignupRequest(
         email=email,
         quantity=form.quantity.data or 1,
-        consent_text=str(settings["WAITLIST_CONSENT_TEXT"]),
-        shown_consent_version=(form.consent_version.data or "").strip(),
+        consent_text=consent_text,
+        shown_consent_version=shown,
         page=page,
         # Only the JSON path knows the page's own referrer; a form post's Referer is the page.
         referrer=(form.referrer.data or "").strip() if mode == "json" else "",
@@ -307,13 +314,69 @@ def _store(mode: str, form: SignupForm) -> Response:
         via=mode,
         site_host=urlsplit(str(settings["SITE_URL"])).hostname or "",
     )
-    outcome = sign_up(session, settings, signup, target, now)
-    if outcome.send_confirmation:
-        assert outcome.subscriber is not None and outcome.signup is not None
-        queue_confirmation(
-            session, settings, environment(), outcome.subscriber, outcome.signup, target, now
-        )
-    session.commit()
+    with get_db().engine.connect() as connection:
+        # Reads beside any writer (on SQLite a snapshot, no write lock): the product and
+        # whether the wording the page showed is one we know.
+        connection.execution_options(**{READ_ONLY: True})
+        with connection.begin():
+            try:
+                target: Target | WaitlistError = resolve_target(
+                    connection,
+                    site_urls(settings),
+                    handle=(form.product.data or "").strip(),
+                    sku=(form.variant.data or "").strip(),
+                    coming_soon=coming_soon_products,
+                )
+            except WaitlistError as exc:
+                target = exc
+            version = current
+            if shown and shown != current and (shown in known or consent_known(connection, shown)):
+                known.add(shown)
+                version = shown
+        prepared = confirmation = None
+        if isinstance(target, Target) and not target.sellable:
+            prepared = prepare_signup(settings, signup, target, version, now)
+            confirmation = confirmation_email(environment(), settings, target)
+        connection.execution_options(**{READ_ONLY: False})
+        with _one_writer(connection), connection.begin():
+            retry = hit_rate_limit(
+                connection,
+                "client:" + client[:40],
+                int(settings["WAITLIST_CLIENT_LIMIT"]),
+                int(settings["WAITLIST_CLIENT_WINDOW_SECONDS"]),
+                now,
+            )
+            if not retry and prepared is not None:
+                retry = hit_rate_limit(
+                    connection,
+                    "address:" + prepared.address_key[:40],
+                    int(settings["WAITLIST_ADDRESS_LIMIT"]),
+                    int(settings["WAITLIST_ADDRESS_WINDOW_SECONDS"]),
+                    now,
+                )
+            if not retry and prepared is not None and confirmation is not None:
+                if current not in known:
+                    record_consent_text(connection, consent_text, now)
+                stored = store_signup(connection, settings, prepared, now)
+                if stored.send_confirmation:
+                    assert stored.subscriber_id is not None and stored.signup_id is not None
+                    queue_confirmation_for(
+                        connection,
+                        settings,
+                        confirmation,
+                        Person(stored.subscriber_id, stored.token_key),
+                        stored.email,
+                        stored.signup_id,
+                        now,
+                    )
+    # Committed: answer (pages are rendered outside the transaction).
+    if retry:
+        return _too_many(mode, retry, page)
+    if isinstance(target, WaitlistError):
+        return _invalid(mode, {target.field: [target.message]}, page)
+    if target.sellable:
+        return _available(mode, target)
+    known.add(current)
     return _accepted(mode, page or site_urls(settings).product(target.handle))
 
 
