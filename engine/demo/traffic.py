@@ -224,8 +224,9 @@ def _rng(day: dt.date, path: str) -> random.Random:
 
 def day_views(page: Page, day: dt.date, today: dt.date) -> int:
     """Return a page's views on a day: its level then (growth), weekends busier, some noise."""
-    back = (today - day).days
-    # The last 28 days average ``page.views``; earlier days are lower (or higher) by growth.
+    # The last 28 days average ``page.views``; earlier days are lower (or higher) by growth,
+    # and days before the 56 (a content test's window long ago) stay at the level of the first.
+    back = min((today - day).days, HISTORY_DAYS)
     level = page.views * max(0.2, 1 + page.growth * (13.5 - back) / HISTORY_DAYS)
     if day.weekday() >= 5:
         level *= 1.25
