@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, distinct, func, inspect, select
+from sqlalchemy import case, distinct, func, inspect, literal, select
 from sqlalchemy.orm import Session
 
 import engine.models as models
@@ -186,25 +186,57 @@ def traffic_by_page(session: Session, window: Window) -> dict[str, Traffic]:
         ):
             by_source = out[path].by_source
             by_source[channel] = by_source.get(channel, 0) + int(views or 0)
-    for day in raw:
-        # One day at a time on the (day, path) index: visitors are unique per day.
+    if raw:
+        # Visitors are unique per day: counted per (day, path), then added up. Both
+        # statements read only the (day, path, channel, source, visitor) index.
+        in_raw = (t.day >= raw[0]) & (t.day <= raw[-1]) & t.day.in_(raw)
         for path, views, visitors in session.execute(
             select(t.path, func.count(), func.count(distinct(t.visitor)))
-            .where(t.day == day)
-            .group_by(t.path)
+            .where(in_raw)
+            .group_by(t.day, t.path)
         ):
             out[path].views += int(views)
             out[path].visitors += int(visitors)
         for path, channel, views in session.execute(
-            select(t.path, t.channel, func.count()).where(t.day == day).group_by(t.path, t.channel)
+            select(t.path, t.channel, func.count()).where(in_raw).group_by(t.path, t.channel)
         ):
             by_source = out[path].by_source
             by_source[channel] = by_source.get(channel, 0) + int(views)
     return dict(out)
 
 
-def traffic_by_source(session: Session, window: Window) -> dict[tuple[str, str], Traffic]:
-    """Return views and visitors per (channel, source) over the window."""
+def views_by_page(session: Session, window: Window) -> dict[str, int]:
+    """Return views per page path over the window (what a trend compares against)."""
+    rolled, raw = _split(session, window)
+    out: dict[str, int] = defaultdict(int)
+    d, t = PageViewDaily.__table__.c, PageView.__table__.c
+    queries = []
+    if rolled:
+        queries.append(
+            select(d.path, func.sum(d.views))
+            .where(d.day >= rolled[0], d.day <= rolled[-1], d.day.in_(rolled))
+            .group_by(d.path)
+        )
+    if raw:
+        queries.append(
+            select(t.path, func.count())
+            .where(t.day >= raw[0], t.day <= raw[-1], t.day.in_(raw))
+            .group_by(t.path)
+        )
+    for query in queries:
+        for path, views in session.execute(query):
+            out[path] += int(views or 0)
+    return dict(out)
+
+
+def traffic_by_source(
+    session: Session, window: Window, *, visitors: bool = True
+) -> dict[tuple[str, str], Traffic]:
+    """Return views and visitors per (channel, source) over the window.
+
+    ``visitors=False`` leaves visitors at 0 (a trend needs views only), which spares
+    counting distinct visitors in raw views.
+    """
     rolled, raw = _split(session, window)
     out: dict[tuple[str, str], Traffic] = defaultdict(Traffic)
     s, t = PageViewSourceDaily.__table__.c, PageView.__table__.c
@@ -215,16 +247,18 @@ def traffic_by_source(session: Session, window: Window) -> dict[tuple[str, str],
             .where(s.day >= rolled[0], s.day <= rolled[-1], s.day.in_(rolled))
             .group_by(s.channel, s.source)
         ).all()
-    for day in raw:
+    if raw:
+        # Visitors are unique per day: counted per (day, channel, source), then added up.
+        unique = func.count(distinct(t.visitor)) if visitors else literal(0)
         rows += session.execute(
-            select(t.channel, t.source, func.count(), func.count(distinct(t.visitor)))
-            .where(t.day == day)
-            .group_by(t.channel, t.source)
+            select(t.channel, t.source, func.count(), unique)
+            .where(t.day >= raw[0], t.day <= raw[-1], t.day.in_(raw))
+            .group_by(t.day, t.channel, t.source)
         ).all()
-    for channel, source, views, visitors in rows:
+    for channel, source, views, unique_visitors in rows:
         item = out[(channel, source)]
         item.views += int(views or 0)
-        item.visitors += int(visitors or 0)
+        item.visitors += int(unique_visitors or 0) if visitors else 0
         item.by_source[channel] = item.by_source.get(channel, 0) + int(views or 0)
     return dict(out)
 
@@ -433,7 +467,7 @@ def report_by_product(
     """Return one row per product (catalog and coming-soon), highest priority first."""
     previous = window.previous()
     traffic = traffic_by_page(session, window)
-    before = traffic_by_page(session, previous)
+    before = views_by_page(session, previous)
     signups = new_signups(session, window, Signup.product_handle)
     signups_before = new_signups(session, previous, Signup.product_handle)
     waiting_now = waiting(session)
@@ -446,7 +480,7 @@ def report_by_product(
     rows: list[dict[str, Any]] = []
     for handle in sorted(stock):
         page = traffic.get(product_path(handle), Traffic())
-        page_before = before.get(product_path(handle), Traffic())
+        views_before = before.get(product_path(handle), 0)
         people, units = waiting_now.get(handle, (0, 0))
         new = signups.get((handle,), 0)
         result = estimate(
@@ -469,8 +503,8 @@ def report_by_product(
                 "views_by_source": {
                     channel: page.by_source.get(channel, 0) for channel in CHANNELS
                 },
-                "views_previous": page_before.views,
-                "views_trend": _trend(page.views, page_before.views),
+                "views_previous": views_before,
+                "views_trend": _trend(page.views, views_before),
                 "signups": new,
                 "signups_previous": signups_before.get((handle,), 0),
                 "signups_trend": _trend(new, signups_before.get((handle,), 0)),
@@ -500,7 +534,7 @@ def report_by_product(
 def report_by_page(session: Session, window: Window) -> list[dict[str, Any]]:
     """Return one row per page path: its views, visitors, sources, signups and search data."""
     traffic = traffic_by_page(session, window)
-    before = traffic_by_page(session, window.previous())
+    before = views_by_page(session, window.previous())
     signups = new_signups(session, window, Signup.page)
     search = search_by_page(session, window)
     paths = set(traffic) | {page for (page,) in signups if page} | set(search)
@@ -518,8 +552,8 @@ def report_by_page(session: Session, window: Window) -> list[dict[str, Any]]:
                 "views_by_source": {
                     channel: page.by_source.get(channel, 0) for channel in CHANNELS
                 },
-                "views_previous": before.get(path, Traffic()).views,
-                "views_trend": _trend(page.views, before.get(path, Traffic()).views),
+                "views_previous": before.get(path, 0),
+                "views_trend": _trend(page.views, before.get(path, 0)),
                 "signups": new,
                 "signup_rate": _rate(new, page.visitors),
                 "search_impressions": impressions,
@@ -550,7 +584,7 @@ def report_by_page(session: Session, window: Window) -> list[dict[str, Any]]:
 def report_by_source(session: Session, window: Window) -> list[dict[str, Any]]:
     """Return one row per channel and source: views, visitors and the signups it produced."""
     traffic = traffic_by_source(session, window)
-    before = traffic_by_source(session, window.previous())
+    before = traffic_by_source(session, window.previous(), visitors=False)
     signups = new_signups(session, window, Signup.channel, Signup.source)
     keys = set(traffic) | {(channel, source) for channel, source in signups}
     rows: list[dict[str, Any]] = []

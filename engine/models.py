@@ -277,7 +277,11 @@ class PageView(Base):
     """One page view as it arrived (never an IP or user agent); purged after roll-up."""
 
     __tablename__ = "page_view"
-    __table_args__ = (Index("ix_page_view_day_path", "day", "path"),)
+    # Day and path first (the roll-ups, purges and reports select by day), then what the
+    # report and the roll-ups count, so today's raw views are read from the index alone.
+    __table_args__ = (
+        Index("ix_page_view_day_path_source", "day", "path", "channel", "source", "visitor"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     #: The day in ``TIMEZONE`` the view happened.

@@ -105,10 +105,12 @@ def build_demo(
     """Seed the demo catalog and waitlists, build the site; never runs ``PUBLISH_COMMAND``."""
     from engine.db import utcnow
     from engine.demo.signups import seed_signups
+    from engine.demo.traffic import seed_traffic
     from engine.publish import build_site
 
     imported = seed_demo(session)
     signups = seed_signups(session, settings, utcnow())
+    seed_traffic(session, settings, utcnow())
     # The demo store must not be deployed to wherever this instance publishes its site.
     settings = {**settings, "PUBLISH_COMMAND": ""}
     build = build_site(session, settings, out=out)
