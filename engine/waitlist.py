@@ -546,10 +546,13 @@ def unsubscribe_url(settings: Mapping[str, Any], subscriber: Subscriber, scope: 
 
 
 def unsubscribe_headers(
-    settings: Mapping[str, Any], subscriber: Subscriber, scope: str
+    settings: Mapping[str, Any], subscriber: Subscriber, scope: str, url: str = ""
 ) -> dict[str, str]:
-    """Return ``List-Unsubscribe`` (HTTPS, plus a mailto when set) and ``List-Unsubscribe-Post``."""
-    value = f"<{unsubscribe_url(settings, subscriber, scope)}>"
+    """Return ``List-Unsubscribe`` (HTTPS, plus a mailto when set) and ``List-Unsubscribe-Post``.
+
+    ``url``: the person's unsubscribe link for ``scope`` when the caller already made it.
+    """
+    value = f"<{url or unsubscribe_url(settings, subscriber, scope)}>"
     mailto = str(settings.get("WAITLIST_UNSUBSCRIBE_MAILTO") or "").strip()
     if mailto:
         value += f", <mailto:{mailto}?subject=unsubscribe>"

@@ -89,14 +89,15 @@ def personalize(
     """Return a person's substitutions (token and links) and one-click unsubscribe headers."""
     from engine.mail import MANAGE_URL_TOKEN, UNSUBSCRIBE_URL_TOKEN
 
+    unsubscribe = unsubscribe_url(settings, subscriber, SCOPE_ALL)
     return Personalization(
         substitutions={
             TOKEN_PLACEHOLDER: message_id,
-            UNSUBSCRIBE_URL_TOKEN: unsubscribe_url(settings, subscriber, SCOPE_ALL),
+            UNSUBSCRIBE_URL_TOKEN: unsubscribe,
             MANAGE_URL_TOKEN: manage_url(settings, subscriber),
             REJOIN_PLACEHOLDER: rejoin_url(settings, subscriber, message_id),
         },
-        headers=waitlist_unsubscribe_headers(settings, subscriber, SCOPE_ALL),
+        headers=waitlist_unsubscribe_headers(settings, subscriber, SCOPE_ALL, unsubscribe),
     )
 
 
