@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ class Kill:
     number: int
     at: float
     alive: float
-    sent_before: int
+    moment: str
     in_flight: list[str] = field(default_factory=list)
     at_sendgrid: set[str] = field(default_factory=set)
     unknown: int = 0
@@ -107,6 +108,10 @@ def main() -> None:
     parser.add_argument("--database-url", default="", help="PostgreSQL (default: SQLite)")
     parser.add_argument("--min-alive", type=float, default=3.0, help="seconds (default 3)")
     parser.add_argument("--max-alive", type=float, default=12.0, help="seconds (default 12)")
+    parser.add_argument(
+        "--aimed", type=float, default=0.5,
+        help="share of kills made right after SendGrid accepts a request (default 0.5)",
+    )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after (s)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="campaign-kill-"))
@@ -133,6 +138,15 @@ def run(folder: Path, url: str, args: argparse.Namespace) -> bool:
     log = (folder / "worker.log").open("w")
     with sendgrid_server(keep_bodies=False) as api:
         poster.attach(api)
+        accepted = threading.Event()
+        posting = api.on_accepted
+
+        def on_accepted(body: dict[str, Any]) -> None:
+            if posting is not None:
+                posting(body)
+            accepted.set()
+
+        api.on_accepted = on_accepted
         env = worker_env(config, api)
         command = [sys.executable, "-m", "engine", "worker"]
         started = time.perf_counter()
@@ -140,23 +154,31 @@ def run(folder: Path, url: str, args: argparse.Namespace) -> bool:
         for number in range(1, args.kills + 1):
             proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
             born = time.perf_counter()
-            alive = rng.uniform(args.min_alive, args.max_alive)
-            time.sleep(alive)
+            time.sleep(rng.uniform(args.min_alive, args.max_alive))
+            moment = "random"
+            # Events lag behind (as SendGrid's do), so what was in flight can be seen.
+            poster.open.clear()
+            if rng.random() < args.aimed:
+                # Right after SendGrid took a request: the worker has not recorded it yet.
+                accepted.clear()
+                if accepted.wait(timeout=15):
+                    moment = "after a 202"
             if proc.poll() is not None:
                 print(f"the worker exited by itself (status {proc.returncode}); see {log.name}")
                 return False
-            before = api.personalizations
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            alive = time.perf_counter() - born
             time.sleep(0.3)  # a request the server was reading when the worker died
             flying, unknown = in_flight(db, campaign_id)
             sent_ids = set(api.message_ids)
-            kill = Kill(number, time.perf_counter() - started, time.perf_counter() - born, before)
+            kill = Kill(number, time.perf_counter() - started, alive, moment)
             kill.in_flight = flying
             kill.at_sendgrid = {m for m in flying if m in sent_ids}
             kill.unknown = unknown
             kills.append(kill)
-            print(f"kill {number:2}: after {kill.alive:4.1f} s alive, "
+            poster.open.set()
+            print(f"kill {number:2} ({moment}): after {kill.alive:4.1f} s alive, "
                   f"{len(sent_ids):7,} at SendGrid, in flight {len(flying):5,} "
                   f"(SendGrid has {len(kill.at_sendgrid):,}), unknown {unknown:,}",
                   flush=True)  # fmt: skip
@@ -180,18 +202,24 @@ def run(folder: Path, url: str, args: argparse.Namespace) -> bool:
     log.close()
     statuses = status_counts(db, campaign_id)
     print()
-    print("| kill | alive | in flight | SendGrid had | settled by events | resent (once) | "
-          "copies at SendGrid |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| kill | moment | alive | in flight | SendGrid had them | how they were settled | "
+          "copies at SendGrid | unknown from earlier kills |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for kill in kills:
         had = kill.at_sendgrid
         lost = [m for m in kill.in_flight if m not in had]
-        by_events = sum(1 for m in had if counts[m] == 1)
-        resent = sum(1 for m in lost if counts[m] == 1)
+        settled = []
+        if had:
+            once = sum(1 for m in had if counts[m] == 1)
+            settled.append(f"{once:,} of {len(had):,} by SendGrid's processed events, not resent")
+        if lost:
+            once = sum(1 for m in lost if counts[m] == 1)
+            settled.append(f"{once:,} of {len(lost):,} resent once after the lease ran out")
         copies = Counter(counts[m] for m in kill.in_flight)
-        shown = ", ".join(f"{n}×: {c:,}" for n, c in sorted(copies.items())) or "—"
-        print(f"| {kill.number} | {kill.alive:.1f} s | {len(kill.in_flight):,} | {len(had):,} | "
-              f"{by_events:,} | {resent:,} of {len(lost):,} | {shown} |")  # fmt: skip
+        shown = ", ".join(f"{c:,} × {n}" for n, c in sorted(copies.items())) or "—"
+        print(f"| {kill.number} | {kill.moment} | {kill.alive:.1f} s | {len(kill.in_flight):,} | "
+              f"{len(had):,} | {'; '.join(settled) or 'nothing in flight'} | {shown} | "
+              f"{kill.unknown:,} |")  # fmt: skip
     duplicates = sum(n - 1 for n in people.values() if n > 1)
     missing = args.people - len(people)
     print()

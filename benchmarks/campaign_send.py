@@ -145,6 +145,8 @@ class EventPoster:
         self.posts: queue.Queue[bytes | None] = queue.Queue()
         self.errors: list[str] = []
         self.posted = 0
+        self.open = threading.Event()  # cleared: events wait (SendGrid's delivery lags)
+        self.open.set()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -156,6 +158,7 @@ class EventPoster:
 
     def _run(self) -> None:
         while (body := self.posts.get()) is not None:
+            self.open.wait()
             answer = self.client.post(
                 "/hooks/sendgrid", data=body, headers=self.signer.headers(body)
             )
@@ -165,6 +168,7 @@ class EventPoster:
 
     def close(self) -> None:
         """Post what is left, then stop."""
+        self.open.set()
         self.posts.put(None)
         self.thread.join()
 
