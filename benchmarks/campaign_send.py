@@ -319,6 +319,8 @@ def run(folder: Path, url: str, people: int, workers: int, profile: str = "") ->
             if line != "ready":
                 raise SystemExit(f"a worker did not start: {line!r}")
         started = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_before = before.ru_utime + before.ru_stime
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
@@ -337,7 +339,9 @@ def run(folder: Path, url: str, people: int, workers: int, profile: str = "") ->
     statuses = status_counts(db, campaign_id)
     handed = (accepted_at[0] if accepted_at else finished) - started
     duplicates = sum(n - 1 for n in counts.values() if n > 1)
-    parent_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    parent_mb = usage.ru_maxrss / 1024
+    parent_cpu = usage.ru_utime + usage.ru_stime - cpu_before
     print(f"machine: {machine()}")
     print(f"database: {db.engine.dialect.name}, people: {people:,}, workers: {workers}")
     print()
@@ -355,7 +359,11 @@ def run(folder: Path, url: str, people: int, workers: int, profile: str = "") ->
     print(f"SendGrid got {len(counts):,} distinct emails, duplicates: {duplicates}, "
           f"payload problems: {len(problems)}, hook errors: {len(poster.errors)}")  # fmt: skip
     print(f"emails by status: {json.dumps(statuses, sort_keys=True)}")
-    print(f"peak RSS of this process (SendGrid server + event hook): {parent_mb:.0f} MB")
+    print(f"this process (SendGrid server + event hook): {parent_cpu:.1f} s CPU while sending, "
+          f"peak RSS {parent_mb:.0f} MB")  # fmt: skip
+    total_cpu = parent_cpu + sum(report["cpu"] for report in reports)
+    print(f"CPU of every process while sending: {total_cpu:.1f} s "
+          f"({total_cpu / max(handed, 1e-9):.2f} CPUs busy on average)")  # fmt: skip
     ok = len(counts) == people and duplicates == 0 and not problems and not poster.errors
     if not ok:
         print("FAILED: not every person got exactly one email", file=sys.stderr)

@@ -254,7 +254,10 @@ def test_clicks_count_landings_with_the_email_token_as_well_as_click_events(
     # The outbox has no click events: a landing on the site with the email's link counts.
     page = f"{app.config['SITE_URL']}/products/trail-tent/?utm_source=restock&et={first}"
     browser = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Firefox/120.0"}
-    beacon = app.test_client().post("/api/events", json={"p": page}, headers=browser)
+    try:
+        beacon = app.test_client().post("/api/events", json={"p": page}, headers=browser)
+    finally:
+        app.extensions["engine.events"].stop()  # the page-view writer and its connection
     assert beacon.status_code == 202
     campaign_id = campaigns(store)[0].id
     with store.session() as session:

@@ -209,12 +209,11 @@ def _queue_messages(
     insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
     table = cast(Table, CampaignMessage.__table__)
     # The unique (campaign, person) key is the guarantee: a concurrent planner's row wins.
-    statement = (
-        insert(table)
-        .on_conflict_do_nothing(index_elements=["campaign_id", "subscriber_id"])
-        .returning(table.c.id)
+    # No RETURNING: a plain executemany (psycopg pipelines it) instead of one multi-row
+    # statement per 1,000 rows, whose client-side parsing cost more than the inserts.
+    statement = insert(table).on_conflict_do_nothing(
+        index_elements=["campaign_id", "subscriber_id"]
     )
-    queued = 0
     for start in range(0, len(wave), 5000):
         # Built a chunk at a time: a 100,000-person wave never holds all its rows at once.
         rows = [
@@ -233,8 +232,17 @@ def _queue_messages(
             }
             for waiter in wave[start : start + 5000]
         ]
-        queued += len(session.execute(statement, rows).all())
-    return queued
+        session.execute(statement, rows)
+    # The campaign row is locked (PostgreSQL) or the only writer (SQLite): this wave's rows
+    # are the ones just inserted.
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(CampaignMessage)
+            .where(CampaignMessage.campaign_id == campaign_id, CampaignMessage.wave == number)
+        )
+        or 0
+    )
 
 
 def _skip_queued(session: Session, campaign_id: int, reason: str) -> int:
