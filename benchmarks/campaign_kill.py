@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +61,9 @@ WORKER_SETTINGS = {
     "SCHEDULER_LEASE_SECONDS": 3,
     "SCHEDULER_HEARTBEAT_SECONDS": 1,
 }
+
+#: Every worker process started, so none outlives the benchmark.
+WORKERS: list[subprocess.Popen[bytes]] = []
 
 
 @dataclass
@@ -115,8 +119,16 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after (s)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="campaign-kill-"))
-    with fresh_database(args.database_url, folder) as url:
-        ok = run(folder, url, args)
+    try:
+        with fresh_database(args.database_url, folder) as url:
+            ok = run(folder, url, args)
+    finally:
+        for proc in WORKERS:  # never leave a worker behind (Ctrl-C, an error)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if ok:
+        shutil.rmtree(folder, ignore_errors=True)  # kept on failure: the worker's log is there
     sys.exit(0 if ok else 1)
 
 
@@ -153,6 +165,7 @@ def run(folder: Path, url: str, args: argparse.Namespace) -> bool:
         deadline = started + args.timeout
         for number in range(1, args.kills + 1):
             proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+            WORKERS.append(proc)
             born = time.perf_counter()
             time.sleep(rng.uniform(args.min_alive, args.max_alive))
             moment = "random"
@@ -186,6 +199,7 @@ def run(folder: Path, url: str, args: argparse.Namespace) -> bool:
                   f"(SendGrid has {len(kill.at_sendgrid):,}), unknown {unknown:,}",
                   flush=True)  # fmt: skip
         proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        WORKERS.append(proc)
         while time.perf_counter() < deadline:
             statuses = status_counts(db, campaign_id)
             if statuses and not any(statuses.get(s) for s in ("queued", "sending", "unknown")):

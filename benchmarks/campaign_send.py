@@ -24,6 +24,7 @@ import platform
 import queue
 import resource
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -273,8 +274,11 @@ def main() -> None:
         return
     workers = args.workers or (2 if args.database_url else 1)
     folder = Path(tempfile.mkdtemp(prefix="campaign-bench-"))
-    with fresh_database(args.database_url, folder) as url:
-        run(folder, url, args.people, workers, args.profile)
+    try:
+        with fresh_database(args.database_url, folder) as url:
+            run(folder, url, args.people, workers, args.profile)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run(folder: Path, url: str, people: int, workers: int, profile: str = "") -> None:
