@@ -212,7 +212,8 @@ def worker_main(config: dict[str, Any], campaign_id: int) -> None:
     with db.session() as session:
         session.execute(select(1))
     print("ready", flush=True)
-    sys.stdin.readline()
+    if not sys.stdin.readline():
+        return  # the benchmark went away before the start
     cpu0 = time.process_time()
     claimed = sent = batches = waves = 0
     planned_after = None
@@ -330,11 +331,17 @@ def run(folder: Path, url: str, people: int, workers: int, profile: str = "") ->
             proc.stdin.write("go\n")
             proc.stdin.flush()
         reports = []
-        for proc in procs:
-            out, _ = proc.communicate()
-            reports.append(json.loads(out.strip().splitlines()[-1]))
-            if proc.returncode:
-                raise SystemExit(f"a worker failed with exit status {proc.returncode}")
+        try:
+            for proc in procs:
+                out, _ = proc.communicate()
+                if proc.returncode:
+                    raise SystemExit(f"a worker failed with exit status {proc.returncode}")
+                reports.append(json.loads(out.strip().splitlines()[-1]))
+        finally:
+            for proc in procs:  # never leave a worker behind (Ctrl-C, a failed worker)
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
         finished = time.perf_counter()
         poster.close()
         settled = time.perf_counter()
