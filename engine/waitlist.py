@@ -685,10 +685,11 @@ def unsubscribe_headers(
     settings: Mapping[str, Any], subscriber: Subscriber | Person, scope: str
 ) -> dict[str, str]:
     """Return ``List-Unsubscribe`` (HTTPS, plus a mailto when set) and ``List-Unsubscribe-Post``."""
-    return _list_unsubscribe(settings, unsubscribe_url(settings, subscriber, scope))
+    return list_unsubscribe_headers(settings, unsubscribe_url(settings, subscriber, scope))
 
 
-def _list_unsubscribe(settings: Mapping[str, Any], url: str) -> dict[str, str]:
+def list_unsubscribe_headers(settings: Mapping[str, Any], url: str) -> dict[str, str]:
+    """The same headers for an unsubscribe link the caller already made."""
     value = f"<{url}>"
     mailto = str(settings.get("WAITLIST_UNSUBSCRIBE_MAILTO") or "").strip()
     if mailto:
@@ -781,7 +782,7 @@ def queue_confirmation_for(
         subject=email.subject,
         html=email.html,
         text=email.text,
-        headers=_list_unsubscribe(settings, unsubscribe),
+        headers=list_unsubscribe_headers(settings, unsubscribe),
         substitutions={
             CONFIRM_URL_TOKEN: confirm_url(settings, person, signup_id),
             MANAGE_URL_TOKEN: manage_url(settings, person),

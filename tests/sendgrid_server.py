@@ -116,6 +116,8 @@ class SendGridServer:
     keep_bodies: bool = True
     personalizations: int = 0
     message_ids: list[str] = field(default_factory=list)
+    #: The address of each accepted personalization (its first ``to``), with repeats.
+    addresses: list[str] = field(default_factory=list)
 
     def sent_message_ids(self) -> list[str]:
         """Return the engine message ids of every personalization accepted (with repeats)."""
@@ -145,20 +147,17 @@ def sendgrid_server(keep_bodies: bool = True) -> Iterator[SendGridServer]:
             time.sleep(reply.delay)
             payload = b"" if reply.body is None else json.dumps(reply.body).encode()
             accepted = 200 <= reply.status < 300
-            if accepted and reply.delay == 0:
+            if accepted:
+                # Also after a delay: a slow answer may reach a client that gave up, and
+                # SendGrid still has the mail.
                 with lock:
                     people = body.get("personalizations", [])
                     state.personalizations += len(people)
                     state.message_ids.extend(
                         str(p.get("custom_args", {}).get("engine_message_id")) for p in people
                     )
-            elif accepted:
-                # A slow answer may reach a client that gave up: SendGrid still has the mail.
-                with lock:
-                    people = body.get("personalizations", [])
-                    state.personalizations += len(people)
-                    state.message_ids.extend(
-                        str(p.get("custom_args", {}).get("engine_message_id")) for p in people
+                    state.addresses.extend(
+                        str((p.get("to") or [{}])[0].get("email", "")).lower() for p in people
                     )
             try:
                 self.send_response(reply.status)

@@ -21,6 +21,7 @@ from engine.campaigns import (
     Waiter,
     WavePlan,
     apply_events,
+    campaign_stats,
     detect_restocks,
     plan_wave,
     reconcile,
@@ -240,6 +241,34 @@ def test_email_links_carry_utm_and_the_message_token(app: Flask, store: Database
         assert query["utm_campaign"] == ["1"] and query["et"] == [message.message_id]
     assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "/waitlist/rejoin/" in html.get_content()
+
+
+def test_clicks_count_landings_with_the_email_token_as_well_as_click_events(
+    app: Flask, store: Database
+) -> None:
+    app.config.update(RESTOCK_AUTO_SEND=True)
+    restock(store, "TENT-M", 50)
+    detect(store, app.config)
+    send_all(store, app.config)
+    first, second, third = (m.message_id for m in messages(store)[:3])
+    # The outbox has no click events: a landing on the site with the email's link counts.
+    page = f"{app.config['SITE_URL']}/products/trail-tent/?utm_source=restock&et={first}"
+    browser = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Firefox/120.0"}
+    try:
+        beacon = app.test_client().post("/api/events", json={"p": page}, headers=browser)
+    finally:
+        app.extensions["engine.events"].stop()  # the page-view writer and its connection
+    assert beacon.status_code == 202
+    campaign_id = campaigns(store)[0].id
+    with store.session() as session:
+        session.execute(
+            update(CampaignMessage)
+            .where(CampaignMessage.message_id == second)
+            .values(clicked_at=utcnow())
+        )
+        stats = campaign_stats(session, campaign_id)
+    assert (stats.sent, stats.clicked) == (5, 2)
+    assert third  # sent, never clicked: not counted
 
 
 # --- statuses and the CLI --------------------------------------------------------------------

@@ -267,3 +267,53 @@ def test_demo_config_is_written_once_as_top_level_keys(tmp_path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert write_demo_config(tmp_path, values) == []
     assert path.read_text(encoding="utf-8") == text
+
+
+def test_demo_shows_a_finished_restock_campaign_once(
+    app: Flask, db: Database, runner: FlaskCliRunner
+) -> None:
+    from engine.catalog import variant_by_sku
+    from engine.mail import read_outbox
+    from engine.models import Campaign, OrderLine
+
+    first = runner.invoke(args=["demo", "--no-serve"])
+    assert first.exit_code == 0, first.output
+    listing = runner.invoke(args=["campaigns", "list"])
+    assert listing.exit_code == 0, listing.output
+    (line,) = listing.output.splitlines()
+    assert "finished   ridgeline-ul1-tent" in line
+    assert "sent 16  (everyone waiting was told)" in line
+    shown = runner.invoke(args=["campaigns", "show", "1"])
+    assert shown.exit_code == 0, shown.output
+    for expected in (
+        "status: finished (everyone waiting was told)",
+        "14 units, 16 people",
+        "emails: sent 16",
+        "clicked: 6",
+        "converted: 4 (direct 3, assisted 1)",
+        "revenue: 1,645.00",
+        "conversion rate: 25.0%",
+    ):
+        assert expected in shown.output, shown.output
+    # Sent through the outbox backend: one .eml per person, to the waitlist's addresses.
+    outbox = read_outbox(Path(app.instance_path) / "outbox")
+    assert len(outbox) == 16
+    assert {m["To"] for m in outbox} >= {"amara.tarp@example.com", "pia.headwall@example.com"}
+    with db.session() as session:
+        # Back in stock as the demo catalog has it; the walk-in's order is nobody's sale.
+        variant = variant_by_sku(session, "RL-UL1-SG")
+        assert variant is not None and (variant.stock, variant.sellable) == (14, True)
+        attributed = session.scalar(
+            select(func.count()).select_from(OrderLine).where(OrderLine.attribution != "")
+        )
+        assert attributed == 4
+        transitions = session.scalar(select(func.count()).select_from(StockTransition))
+
+    again = runner.invoke(args=["demo", "--no-serve"])
+    assert again.exit_code == 0, again.output
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Campaign)) == 1
+        assert session.scalar(select(func.count()).select_from(StockTransition)) == transitions
+    assert len(read_outbox(Path(app.instance_path) / "outbox")) == 16
+    shown = runner.invoke(args=["campaigns", "show", "1"])
+    assert "converted: 4 (direct 3, assisted 1)" in shown.output

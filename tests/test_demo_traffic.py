@@ -16,6 +16,7 @@ from engine.content import load_content
 from engine.db import Database, utcnow
 from engine.demand import demand_report
 from engine.demo import DemoError, build_demo, demo_config, seed_demo
+from engine.demo.campaign import ORDERS as CAMPAIGN_ORDERS
 from engine.demo.signups import seed_signups
 from engine.demo.traffic import DEMO_ORDERS, DEMO_SEARCH_EXPORT, seed_traffic
 from engine.experiments import list_experiments
@@ -92,7 +93,9 @@ def test_demo_report_shows_every_column_and_priority(
     assert any(row["views_trend"] < 0 for row in rows)
     assert any(row["views_trend"] > 0.5 for row in rows)
     # Orders come through the order import, search data through the Search Console importer.
-    assert by_handle["ridgeline-ul1-tent"]["ordered"] == 5
+    # The tent's units: the traffic seed's orders plus the demo campaign's (1 + 2 + 1 + 1 and
+    # 1 + 1 + 2 + 1 + 1).
+    assert by_handle["ridgeline-ul1-tent"]["ordered"] == 5 + 6
     assert by_handle["ridgeline-ul1-tent"]["search_clicks"] > 0
     assert by_handle["talus-fastpack-25"]["coming_soon"] is True
 
@@ -180,7 +183,7 @@ def test_seeding_twice_adds_nothing_and_the_report_stays_the_same(
         [], 0, 0, 0, 0,
     )  # fmt: skip
     assert counts(db) == before
-    assert before["Order"] == len(DEMO_ORDERS)
+    assert before["Order"] == len(DEMO_ORDERS) + len(CAMPAIGN_ORDERS)
     with db.session() as session:
         assert demand_report(session, demo_settings, days=28, now=now).rows == first
 

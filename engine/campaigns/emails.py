@@ -18,8 +18,14 @@ from engine.mail import RenderedEmail, render_email
 from engine.models import Campaign, Product, Subscriber
 from engine.pages import format_money
 from engine.tracking import LINK_TOKEN_PARAM
-from engine.waitlist import SCOPE_ALL, TokenError, manage_url, site_urls, unsubscribe_url
-from engine.waitlist import unsubscribe_headers as waitlist_unsubscribe_headers
+from engine.waitlist import (
+    SCOPE_ALL,
+    TokenError,
+    list_unsubscribe_headers,
+    manage_url,
+    site_urls,
+    unsubscribe_url,
+)
 
 #: Replaced in each copy by the message id: the per-message link token (``et``).
 TOKEN_PLACEHOLDER = "-engine_token-"
@@ -89,14 +95,15 @@ def personalize(
     """Return a person's substitutions (token and links) and one-click unsubscribe headers."""
     from engine.mail import MANAGE_URL_TOKEN, UNSUBSCRIBE_URL_TOKEN
 
+    unsubscribe = unsubscribe_url(settings, subscriber, SCOPE_ALL)
     return Personalization(
         substitutions={
             TOKEN_PLACEHOLDER: message_id,
-            UNSUBSCRIBE_URL_TOKEN: unsubscribe_url(settings, subscriber, SCOPE_ALL),
+            UNSUBSCRIBE_URL_TOKEN: unsubscribe,
             MANAGE_URL_TOKEN: manage_url(settings, subscriber),
             REJOIN_PLACEHOLDER: rejoin_url(settings, subscriber, message_id),
         },
-        headers=waitlist_unsubscribe_headers(settings, subscriber, SCOPE_ALL),
+        headers=list_unsubscribe_headers(settings, unsubscribe),
     )
 
 

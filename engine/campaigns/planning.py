@@ -30,7 +30,7 @@ from engine.models import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Waiter:
     """One person waiting for a campaign's product: their signups, units asked, place in line."""
 
@@ -84,7 +84,10 @@ def waiting_people(session: Session, campaign: Campaign, *, quantity_cap: int) -
             ~told,
         )
         .order_by(Signup.signed_up_at, Signup.id)
-    ).all()
+        # Streamed (a server-side cursor on PostgreSQL): a 100,000-person waitlist is read a
+        # chunk at a time instead of all rows at once.
+        .execution_options(yield_per=5000)
+    )
     people: dict[int, tuple[list[int], int, dt.datetime]] = {}
     for subscriber_id, signup_id, quantity, signed_up_at in rows:
         if subscriber_id is None:

@@ -8,11 +8,19 @@ import hmac
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from engine.campaigns.planning import require
-from engine.models import CampaignMessage, CampaignWave, Order, Signup, Subscriber
+from engine.models import (
+    Campaign,
+    CampaignMessage,
+    CampaignWave,
+    Order,
+    PageView,
+    Signup,
+    Subscriber,
+)
 from engine.orders import campaign_conversions
 
 
@@ -66,7 +74,17 @@ def campaign_stats(session: Session, campaign_id: int) -> CampaignStats:
     mine = CampaignMessage.campaign_id == campaign_id
     stats.delivered = _count(session, mine, CampaignMessage.delivered_at.is_not(None))
     stats.opened = _count(session, mine, CampaignMessage.opened_at.is_not(None))
-    stats.clicked = _count(session, mine, CampaignMessage.clicked_at.is_not(None))
+    # A click is a provider click event or a page view that landed with the email's link
+    # token (``et``), as attribution counts it: the outbox and SMTP backends have no events.
+    created = session.scalar(select(Campaign.created_at).where(Campaign.id == campaign_id))
+    landed = select(PageView.engine_token).where(PageView.engine_token != "")
+    if created is not None:
+        landed = landed.where(PageView.day >= created.date() - dt.timedelta(days=1))
+    stats.clicked = _count(
+        session,
+        mine,
+        or_(CampaignMessage.clicked_at.is_not(None), CampaignMessage.message_id.in_(landed)),
+    )
     stats.bounced = _count(session, mine, CampaignMessage.delivery == "bounced")
     stats.blocked = _count(session, mine, CampaignMessage.delivery == "blocked")
     stats.orders_imported = bool(session.scalar(select(func.count()).select_from(Order)))

@@ -104,6 +104,7 @@ def build_demo(
 ) -> DemoSetup:
     """Seed the demo catalog and waitlists, build the site; never runs ``PUBLISH_COMMAND``."""
     from engine.db import utcnow
+    from engine.demo.campaign import seed_campaign
     from engine.demo.signups import seed_signups
     from engine.demo.traffic import seed_traffic
     from engine.publish import build_site
@@ -111,6 +112,7 @@ def build_demo(
     imported = seed_demo(session)
     signups = seed_signups(session, settings, utcnow())
     seed_traffic(session, settings, utcnow())
+    seed_campaign(session, settings, utcnow())  # a finished restock campaign (once)
     # The demo store must not be deployed to wherever this instance publishes its site.
     settings = {**settings, "PUBLISH_COMMAND": ""}
     build = build_site(session, settings, out=out)
