@@ -35,7 +35,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from engine.campaigns.jobs import campaign_reconcile, campaign_waves, restock_campaigns
+from engine.campaigns.jobs import (
+    campaign_reconcile,
+    campaign_send,
+    campaign_waves,
+    restock_campaigns,
+)
 from engine.db import Database, utcnow
 from engine.feed import refresh_catalog_feed
 from engine.mail import make_backend
@@ -62,11 +67,16 @@ MAX_ERROR_LENGTH = 2000
 
 @dataclass(frozen=True)
 class ScheduledJob:
-    """A job: its name (the lease's key), the setting with its interval in seconds, its work."""
+    """A job: its name (the lease's key), the setting with its interval in seconds, its work.
+
+    A ``shared`` job runs in every scheduler at once, without a lease: its work claims what
+    it does row by row (sending a campaign's emails), so overlapping runs split the work.
+    """
 
     name: str
     interval_setting: str
     run: JobFunction
+    shared: bool = False
 
     def interval(self, settings: Mapping[str, Any]) -> float:
         """Return the seconds between runs (0 or less: not scheduled)."""
@@ -109,6 +119,7 @@ JOBS: tuple[ScheduledJob, ...] = (
     ScheduledJob("attribution", "ATTRIBUTION_INTERVAL_SECONDS", attribute_recent_orders),
     ScheduledJob("restock-campaigns", "RESTOCK_CAMPAIGNS_INTERVAL_SECONDS", restock_campaigns),
     ScheduledJob("campaign-waves", "CAMPAIGN_WAVES_INTERVAL_SECONDS", campaign_waves),
+    ScheduledJob("campaign-send", "CAMPAIGN_WAVES_INTERVAL_SECONDS", campaign_send, shared=True),
     ScheduledJob("campaign-reconcile", "CAMPAIGN_RECONCILE_INTERVAL_SECONDS", campaign_reconcile),
 )
 
@@ -298,6 +309,8 @@ def run_job(
     A failure is logged and kept in ``job_lock.last_error``; the scheduler carries on.
     """
     now = clock()
+    if job.shared:
+        return _run_shared(db, settings, job, now)
     lease = float(settings["SCHEDULER_LEASE_SECONDS"])
     gap = 0.0 if force else max(0.0, job.interval(settings)) * DUE_FRACTION
     try:
@@ -333,6 +346,21 @@ def run_job(
         log.warning("job %s: could not record the run (%s)", job.name, exc)
     log.debug("job %s %s in %.2f s", job.name, "failed" if error else "done", seconds)
     return JobRun(job.name, "failed" if error else "done", seconds, error, value)
+
+
+def _run_shared(
+    db: Database, settings: Mapping[str, Any], job: ScheduledJob, now: dt.datetime
+) -> JobRun:
+    """Run a shared job (no lease, nothing recorded in ``job_lock``); never raise."""
+    started = time.monotonic()
+    try:
+        value = job.run(db, settings, now)
+    except Exception as exc:
+        log.exception("job %s failed", job.name)
+        return JobRun(
+            job.name, "failed", time.monotonic() - started, f"{type(exc).__name__}: {exc}"
+        )
+    return JobRun(job.name, "done", time.monotonic() - started, result=value)
 
 
 class JobScheduler:

@@ -1,4 +1,4 @@
-"""The campaigns' scheduled jobs: restock detection, due waves and sending, reconciliation."""
+"""The campaigns' scheduled jobs: restock detection, due waves, sending, reconciliation."""
 
 from __future__ import annotations
 
@@ -28,19 +28,20 @@ def restock_campaigns(
         return detect_restocks(session, settings, make_environment(settings), now)
 
 
-def campaign_waves(
-    db: Database, settings: Mapping[str, Any], now: dt.datetime
-) -> tuple[WaveReport, SendReport]:
-    """Plan due waves, then send every queued email of sending campaigns."""
+def campaign_waves(db: Database, settings: Mapping[str, Any], now: dt.datetime) -> WaveReport:
+    """Plan the waves that are due (stock read again, the next people queued)."""
+    return run_due_waves(db, settings, now)
+
+
+def campaign_send(db: Database, settings: Mapping[str, Any], now: dt.datetime) -> SendReport:
+    """Send every queued email of sending campaigns, claiming batches so workers never overlap."""
     from engine.mail import make_backend
 
-    waves = run_due_waves(db, settings, now)
     backend = make_backend(settings)
     try:
-        sent = send_queued(db, settings, backend)
+        return send_queued(db, settings, backend)
     finally:
         backend.close()
-    return waves, sent
 
 
 def campaign_reconcile(
