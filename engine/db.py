@@ -131,10 +131,24 @@ def dialect_insert(dialect_name: str) -> Callable[..., Any]:
     return sqlite_insert
 
 
+#: Pooled SQLite connections kept open (opened only when threads need them at once), and
+#: how many more may be opened for a moment: enough for every thread of ``engine serve``.
+SQLITE_POOL_SIZE = 64
+SQLITE_POOL_OVERFLOW = 16
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and a busy timeout."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # A SQLite connection is a file handle and a small cache, but opening one (file,
+        # WAL index, pragmas) costs far more than a query: keep one per thread that needs
+        # one (up to SQLITE_POOL_SIZE) instead of closing QueuePool's overflow after use.
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_POOL_OVERFLOW,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -146,6 +160,9 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
+            # Pages read through a memory map, not a read() call each: an ORM write
+            # touches dozens of pages, re-read after every other connection's commit.
+            cursor.execute("PRAGMA mmap_size=268435456")
             cursor.close()
 
         @event.listens_for(engine, "begin")
