@@ -26,6 +26,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 
@@ -143,11 +144,15 @@ def make_engine(url: str) -> Engine:
         # A SQLite connection is a file handle and a small cache, but opening one (file,
         # WAL index, pragmas) costs far more than a query: keep one per thread that needs
         # one (up to SQLITE_POOL_SIZE) instead of closing QueuePool's overflow after use.
+        database = make_url(url).database
+        in_memory = not database or database == ":memory:" or database.startswith("file::memory:")
+        pool = (
+            {}
+            if in_memory
+            else {"pool_size": SQLITE_POOL_SIZE, "max_overflow": SQLITE_POOL_OVERFLOW}
+        )
         engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=SQLITE_POOL_SIZE,
-            max_overflow=SQLITE_POOL_OVERFLOW,
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
         )
 
         @event.listens_for(engine, "connect")
