@@ -289,6 +289,8 @@ def test_demo_shows_a_finished_restock_campaign_once(
         "status: finished (everyone waiting was told)",
         "14 units, 16 people",
         "emails: sent 16",
+        "delivered: 15",
+        "opened: 11",
         "clicked: 6",
         "converted: 4 (direct 3, assisted 1)",
         "revenue: 1,645.00",

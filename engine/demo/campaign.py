@@ -6,9 +6,11 @@ the campaign ran through the real code: one wave planned by ``run_due_waves``, e
 by ``send_queued`` through the **outbox** backend (``.eml`` files in the instance's outbox,
 whatever ``MAIL_BACKEND`` says), then finished. Six people followed the email's link to the
 product page (page views carrying the ``et`` token: the clicks) and three of them ordered; one
-more recipient ordered without clicking; one order came from someone never emailed. The orders
-are stored and attributed like an orders export, so ``engine campaigns list`` and ``show``
-print real numbers: 16 sent, 6 clicked, 4 converted (3 direct, 1 assisted), $1,645.00.
+more recipient ordered without clicking; one order came from someone never emailed. The
+delivery and open events a SendGrid account would post back (15 delivered, one deferred, 11
+opened) go through the webhook's own ``apply_events``. The orders are stored and attributed
+like an orders export, so ``engine campaigns list`` and ``show`` print real numbers: 16 sent,
+15 delivered, 11 opened, 6 clicked, 4 converted (3 direct, 1 assisted), $1,645.00.
 
 Seeding is deterministic (fixed people, days, quantities; only the message ids are random)
 and happens once: an instance whose tent already has a campaign is left alone, and so is one
@@ -47,6 +49,12 @@ CAMPAIGN_SIGNUPS: tuple[DemoSignup, ...] = tuple(
     DemoSignup(f"{name}@{_DOMAIN}", CAMPAIGN_HANDLE, "", True, 28 - n, 1 + (n % 5 == 2))
     for n, name in enumerate(_NAMES)
 )
+#: Who opened the email without following its link (everyone who clicked opened it too),
+#: hours after it was sent; every email but one was delivered.
+OPENS: dict[str, int] = {
+    "bo.switchback": 1, "dev.alpine": 4, "hugo.scree": 6, "kira.moraine": 12, "pia.headwall": 30,
+}  # fmt: skip
+NOT_DELIVERED = "otto.cornice"  # the receiving server is still retrying (a "deferred" event)
 #: Who followed the email's link, hours after it was sent.
 CLICKS: dict[str, int] = {
     "amara.tarp": 1, "carmen.ridgeway": 2, "elin.bivouac": 3, "greta.talus": 5,
@@ -156,6 +164,7 @@ def seed_campaign(
     # The next wave finds nobody left: the campaign finishes.
     later = sending + dt.timedelta(minutes=float(demo["RESTOCK_WAVE_INTERVAL_MINUTES"]) + 1)
     run_due_waves(db, demo, later)
+    _delivery_events(session, demo, campaign_id, sending)
     _clicks(session, demo, campaign_id, sending)
     orders = _orders(session, demo, sending)
     return DemoCampaign(campaign_id=campaign_id, sent=report.sent, orders=orders)
@@ -171,6 +180,30 @@ def _message_ids(session: Session, campaign_id: int) -> dict[str, str]:
         .where(CampaignMessage.campaign_id == campaign_id, CampaignMessage.status == "sent")
     )
     return {address.partition("@")[0]: message_id for address, message_id in rows}
+
+
+def _delivery_events(
+    session: Session, settings: Mapping[str, Any], campaign_id: int, sent_at: dt.datetime
+) -> None:
+    """Apply the delivery and open events SendGrid would have posted back, through the
+    webhook's own ``apply_events`` (fixed event ids, so they could never count twice)."""
+    from engine.campaigns.events import apply_events
+    from engine.mail.base import MESSAGE_ID_ARG
+
+    def event(name: str, message_id: str, hours: float) -> dict[str, Any]:
+        at = sent_at + dt.timedelta(hours=hours)
+        return {"event": name, "sg_event_id": f"demo-{name}-{message_id}",
+                "timestamp": int(at.timestamp()), MESSAGE_ID_ARG: message_id}  # fmt: skip
+
+    events: list[dict[str, Any]] = []
+    for who, message_id in sorted(_message_ids(session, campaign_id).items()):
+        delivered = who != NOT_DELIVERED
+        events.append(event("delivered" if delivered else "deferred", message_id, 0.01))
+        opened = CLICKS.get(who, OPENS.get(who))
+        if delivered and opened is not None:
+            event_at = max(0.05, opened - 0.1)  # a click comes after the open
+            events.append(event("open", message_id, event_at))
+    apply_events(session, settings, events, sent_at + dt.timedelta(days=1))
 
 
 def _clicks(
