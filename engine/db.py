@@ -10,7 +10,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from flask import Flask, g
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -27,6 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from flask import Flask
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -208,6 +208,8 @@ class Database:
 
 def init_app(app: Flask) -> Database:
     """Attach the database to the app and close the request session on teardown."""
+    from flask import g
+
     database = Database(app.config["DATABASE_URL"])
     app.extensions["engine.db"] = database
 
@@ -231,6 +233,8 @@ def get_db(app: Flask | None = None) -> Database:
 
 def get_session() -> Session:
     """Return the request's (or CLI command's) session; the caller commits."""
+    from flask import g
+
     if "db_session" not in g:
         g.db_session = get_db().sessions()
     return g.db_session

@@ -28,12 +28,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jinja2
 from markupsafe import Markup
-from sqlalchemy.orm import Session
 
+from engine.catalog_rows import CatalogRows, read_catalog
 from engine.content import (
     Content,
     ContentError,
@@ -42,9 +42,11 @@ from engine.content import (
     check_references,
     render_markdown,
 )
-from engine.models import Product, Variant
-from engine.settings import bundled_path
+from engine.settings import template_dirs
 from engine.urls import SiteURLs
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 SCHEMA = "https://schema.org/"
 IN_STOCK = "InStock"
@@ -364,17 +366,6 @@ def _hash(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def template_dirs(settings: Mapping[str, Any]) -> list[Path]:
-    """Return the template folders in lookup order: the store's ``TEMPLATES_DIR``, the theme."""
-    theme = bundled_path("theme")
-    folders = []
-    override = Path(str(settings.get("TEMPLATES_DIR") or "templates"))
-    if override.is_dir() and override.resolve() != theme.resolve():
-        folders.append(override)
-    folders.append(theme)
-    return folders
 
 
 def make_environment(
@@ -890,14 +881,6 @@ class _Catalog:
     tags: dict[str, tuple[str, ...]]
 
 
-_PRODUCT_COLUMNS = ("id", "handle", "title", "body_html", "vendor", "product_type", "tags",
-                    "status", "published", "seo_title", "seo_description", "option_names",
-                    "images")  # fmt: skip
-_VARIANT_COLUMNS = ("product_id", "id", "sku", "option_values", "price", "compare_at_price",
-                    "barcode", "grams", "image", "inventory_tracked", "inventory_policy",
-                    "stock", "sellable")  # fmt: skip
-
-
 class _Decoder:
     """Decode JSON and money columns, each distinct stored value once.
 
@@ -944,34 +927,6 @@ class _ProductRow(NamedTuple):
     seo_description: str
     option_names: Any
     images: Any
-
-
-@dataclass
-class CatalogRows:
-    """The catalog's rows as the database driver returned them (read once per plan)."""
-
-    products: list[tuple[Any, ...]]
-    variants: list[tuple[Any, ...]]
-
-    def digest(self) -> str:
-        """Return a digest of every row: equal digests mean the same catalog."""
-        return _hash(repr(self.products) + repr(self.variants))
-
-
-def read_catalog(session: Session) -> CatalogRows:
-    """Read every product and variant row in two queries."""
-    session.flush()
-    connection = session.connection()
-    # Plain driver rows: the ORM's and Core's per-row type processing costs more than
-    # everything else in planning a large catalog; columns are decoded here instead.
-    product, variant = Product.__tablename__, Variant.__tablename__
-    products = connection.exec_driver_sql(
-        f"SELECT {', '.join(_PRODUCT_COLUMNS)} FROM {product} ORDER BY id"
-    ).fetchall()
-    variants = connection.exec_driver_sql(
-        f"SELECT {', '.join(_VARIANT_COLUMNS)} FROM {variant} ORDER BY product_id, position, id"
-    ).fetchall()
-    return CatalogRows([tuple(row) for row in products], [tuple(row) for row in variants])
 
 
 def build_catalog(rows: CatalogRows, content: Content, urls: SiteURLs) -> _Catalog:

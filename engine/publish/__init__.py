@@ -274,9 +274,10 @@ class _Build:
             self.relative[page.path] = relative
             is_page = entry is not None and entry.get("kind") == "page"
             live_sha.append(entry.get("sha256") if entry and is_page else None)
-            fresh = trust and is_page and entry is not None and entry.get("key") == page.key
-            if fresh and self.live_has(relative):
-                self.files[page.path] = entry  # type: ignore[assignment]
+            # The live generation holds what its manifest lists (only builds write it);
+            # --full re-checks every file.
+            if trust and is_page and entry is not None and entry.get("key") == page.key:
+                self.files[page.path] = entry
                 continue
             stale.append(index)
         self.phases["check"] = time.perf_counter() - mark
@@ -413,7 +414,16 @@ class _Build:
                 continue
             assert self.live_root is not None  # not written, so it is live already
             relative = self.relative[url_path]
-            link_file(os.path.join(self.live_root, relative), safe_join(root, relative))
+            source = os.path.join(self.live_root, relative)
+            try:
+                link_file(source, safe_join(root, relative))
+            except FileNotFoundError:
+                if os.path.exists(source):
+                    raise
+                raise PublishError(
+                    f"{source} is missing from the live site (removed by hand?); "
+                    "run `engine build --full` to write every file again"
+                ) from None
 
 
 def _is_rule_file(url_path: str) -> bool:
@@ -464,25 +474,52 @@ def _publish(
     )
 
 
+def content_files_digest(content_dir: Path) -> str:
+    """Return a digest of every file under the content folder: names and bytes, unparsed.
+
+    Parsing the Markdown is most of what loading content costs; an unchanged folder needs
+    none of it (the last build that recorded this digest parsed it without errors).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    root = os.fspath(content_dir)
+    if not os.path.isdir(root):
+        digest.update(b"missing" if not os.path.exists(root) else b"not a folder")
+        return digest.hexdigest()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        relative = os.path.relpath(dirpath, root)
+        digest.update(f"\x01{relative}\x01{len(dirnames)}".encode())
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as handle:
+                data = handle.read()
+            digest.update(f"\x00{name}\x00{len(data)}\x00".encode() + data)
+    return digest.hexdigest()
+
+
 def site_inputs(
-    session: Session,
     settings: Mapping[str, Any],
-    content: Any,
+    content_digest: str,
     base_url: str,
     fingerprint: str,
+    rows_digest: str,
 ) -> str:
     """Return a digest of everything ``plan_site`` reads, so an unchanged site is not re-planned.
 
     Covers the rendering code, the settings, today's date (offers carry a price-valid-until
-    date), the content files, every file of the theme folders and every row of the tables
-    the plan reads (``PLANNED_TABLES``; a test fails when the plan starts reading another).
+    date), the content files (``content_files_digest``), every file of the theme folders and
+    the catalog rows the plan reads (``CatalogRows.digest``; a test fails when the plan
+    starts reading another table than ``PLANNED_TABLES``).
     """
-    from engine.pages import template_dirs
+    from engine.settings import DEFAULTS, template_dirs
 
     digest = hashlib.sha256()
     plain = (str, int, float, bool, list, dict, tuple, type(None))
-    values = sorted((k, v) for k, v in settings.items() if isinstance(v, plain))
-    for part in (fingerprint, base_url, today_in(settings), content.digest, values):
+    # The engine's settings only: a web framework's own configuration keys are no input.
+    values = sorted(
+        (k, v) for k, v in settings.items() if k in DEFAULTS and isinstance(v, plain)
+    )
+    for part in (fingerprint, base_url, today_in(settings), content_digest, values, rows_digest):
         digest.update(repr(part).encode() + b"\x00")
     for folder in template_dirs(settings):
         for dirpath, dirnames, filenames in os.walk(folder):
@@ -491,23 +528,21 @@ def site_inputs(
                 stat = os.stat(os.path.join(dirpath, name))
                 entry = (os.path.join(dirpath, name), stat.st_size, stat.st_mtime_ns)
                 digest.update(repr(entry).encode())
-    connection = session.connection()
-    for table in PLANNED_TABLES:
-        # Raw rows: no JSON or number decoding, just their text, in a stable order.
-        result = connection.exec_driver_sql(f"SELECT * FROM {table} ORDER BY id")
-        for row in result:
-            digest.update(repr(tuple(row)).encode())
     return digest.hexdigest()
 
 
-#: The tables ``plan_site`` reads; ``site_inputs`` digests their rows.
+#: The tables ``plan_site`` reads (through ``engine.catalog_rows.read_catalog``).
 PLANNED_TABLES = ("product", "variant")
 
 
 def reuse_unchanged_site(
     settings: Mapping[str, Any], out: Path | None, inputs: str
 ) -> BuildReport | None:
-    """Return a report for a live site built from exactly these inputs, or None to build."""
+    """Return a report for a live site built from exactly these inputs, or None to build.
+
+    The live generation is trusted to hold what its manifest lists (only builds write
+    generations); ``--full`` re-renders and re-checks every file.
+    """
     folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
     if folder.live() is None:
         return None
@@ -516,10 +551,9 @@ def reuse_unchanged_site(
         manifest = read_manifest(live)
         if live is None or not inputs or manifest.get("inputs") != inputs:
             return None
-        root = live / "site"
-        files = manifest["files"]
-        if not all(os.path.isfile(root / file_for_path(path)) for path in files):
+        if not (live / "site").is_dir():
             return None
+        files = manifest["files"]
         report = BuildReport(
             written=0,
             unchanged=len(files),
@@ -544,16 +578,18 @@ def build_site(
     progress: Callable[[int, int], None] | None = None,
 ) -> BuildReport:
     """Load content, plan the site and publish it; raises ContentErrors before writing anything."""
-    from engine.content import load_content
-    from engine.pages import make_environment, plan_site, render_page
+    from engine.catalog_rows import read_catalog
 
     started = time.perf_counter()
     base = check_base_url(base_url or str(settings["SITE_URL"]))
     OutputFolder(Path(out or settings["OUTPUT_DIR"])).live()
-    content = load_content(Path(str(settings["CONTENT_DIR"])))
-    loaded = time.perf_counter()
+    content_dir = Path(str(settings["CONTENT_DIR"]))
     fingerprint = code_fingerprint()
-    inputs = site_inputs(session, settings, content, base, fingerprint)
+    rows = read_catalog(session)
+    inputs = site_inputs(
+        settings, content_files_digest(content_dir), base, fingerprint, rows.digest()
+    )
+    digested = time.perf_counter()
     if not full:
         try:
             reused = reuse_unchanged_site(settings, out, inputs)
@@ -562,13 +598,16 @@ def build_site(
             raise
         if reused is not None:
             reused.seconds = time.perf_counter() - started
-            reused.phases = {
-                "content": loaded - started,
-                "inputs": reused.seconds - loaded + started,
-            }
+            reused.phases = {"inputs": reused.seconds}
             return reused
-    digested = time.perf_counter()
-    site = plan_site(session, settings, content, base_url=base)
+
+    from engine.content import load_content
+    from engine.pages import make_environment, plan_site, render_page
+
+    content = load_content(content_dir)
+    loaded = time.perf_counter()
+    site = plan_site(session, settings, content, base_url=base, rows=rows)
+    del rows
     planned = time.perf_counter()
     environment = make_environment(settings, base_url=base)
 
@@ -588,20 +627,20 @@ def build_site(
             inputs=inputs,
         )
     except PublishCommandError as exc:
-        _add_planning_time(exc.report, started, loaded, digested, planned)
+        _add_planning_time(exc.report, started, digested, loaded, planned)
         raise
-    _add_planning_time(report, started, loaded, digested, planned)
+    _add_planning_time(report, started, digested, loaded, planned)
     return report
 
 
 def _add_planning_time(
-    report: BuildReport, started: float, loaded: float, digested: float, planned: float
+    report: BuildReport, started: float, digested: float, loaded: float, planned: float
 ) -> None:
-    """Count loading content, digesting inputs and planning in a report's time and phases."""
+    """Count digesting inputs, loading content and planning in a report's time and phases."""
     report.phases = {
-        "content": loaded - started,
-        "inputs": digested - loaded,
-        "plan": planned - digested,
+        "inputs": digested - started,
+        "content": loaded - digested,
+        "plan": planned - loaded,
         **report.phases,
     }
     report.seconds += planned - started

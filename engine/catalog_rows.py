@@ -1,0 +1,56 @@
+"""The catalog rows pages are planned from, read once per build in two plain queries.
+
+Kept apart from ``engine.pages`` (Jinja2, Markdown) and ``engine.models`` (the ORM) so a
+build can tell whether anything changed before it imports what planning needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+#: The tables planning reads (``engine.models.Product`` and ``Variant``).
+PRODUCT_TABLE = "product"
+VARIANT_TABLE = "variant"
+PRODUCT_COLUMNS = ("id", "handle", "title", "body_html", "vendor", "product_type", "tags",
+                   "status", "published", "seo_title", "seo_description", "option_names",
+                   "images")  # fmt: skip
+VARIANT_COLUMNS = ("product_id", "id", "sku", "option_values", "price", "compare_at_price",
+                   "barcode", "grams", "image", "inventory_tracked", "inventory_policy",
+                   "stock", "sellable")  # fmt: skip
+
+
+@dataclass
+class CatalogRows:
+    """The catalog's rows as the database driver returned them (read once per plan)."""
+
+    products: list[tuple[Any, ...]]
+    variants: list[tuple[Any, ...]]
+
+    def digest(self) -> str:
+        """Return a digest of every row: equal digests mean the same catalog."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(repr(self.products).encode("utf-8"))
+        digest.update(b"\x00")
+        digest.update(repr(self.variants).encode("utf-8"))
+        return digest.hexdigest()
+
+
+def read_catalog(session: Session) -> CatalogRows:
+    """Read every product and variant row in two queries, as plain tuples."""
+    session.flush()
+    connection = session.connection()
+    # Plain driver rows: the ORM's and Core's per-row type processing costs more than
+    # everything else in planning a large catalog; columns are decoded by the planner.
+    products = connection.exec_driver_sql(
+        f"SELECT {', '.join(PRODUCT_COLUMNS)} FROM {PRODUCT_TABLE} ORDER BY id"
+    ).fetchall()
+    variants = connection.exec_driver_sql(
+        f"SELECT {', '.join(VARIANT_COLUMNS)} FROM {VARIANT_TABLE} "
+        "ORDER BY product_id, position, id"
+    ).fetchall()
+    return CatalogRows([tuple(row) for row in products], [tuple(row) for row in variants])
