@@ -7,6 +7,8 @@ command is also registered on the Flask CLI (``engine.cli``), where it shares ``
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,27 +78,24 @@ def echo_build_report(report: BuildReport) -> None:
 
 def run_build(
     settings: Mapping[str, Any],
-    database: Database,
+    catalog: Any,
     out: Path | None,
     full: bool,
     base_url: str | None,
 ) -> None:
-    """Build the site and print the report; exit 1 (nothing published) or 3 (deploy failed)."""
-    from engine.content import ContentErrors
-    from engine.publish import PublishCommandError, PublishError, build_site
+    """Build the site and print the report; exit 1 (nothing published) or 3 (deploy failed).
+
+    ``catalog`` is what the catalog is read through: a SQLAlchemy session, or the embedded
+    database's own ``sqlite3`` connection.
+    """
+    from engine.publish import build_site
+    from engine.publish.errors import PublishCommandError, PublishError
 
     progress = BuildProgress()
     try:
-        with database.session() as session:
-            report = build_site(
-                session, settings, out=out, full=full, base_url=base_url, progress=progress
-            )
-    except ContentErrors as exc:
-        progress.close()
-        for error in exc.errors:
-            click.echo(str(error), err=True)
-        fail(f"{len(exc.errors)} problem(s) in {settings['CONTENT_DIR']}; nothing was written")
-        return
+        report = build_site(
+            catalog, settings, out=out, full=full, base_url=base_url, progress=progress
+        )
     except PublishCommandError as exc:
         progress.close()
         echo_build_report(exc.report)
@@ -106,8 +105,42 @@ def run_build(
         progress.close()
         fail(str(exc))
         return
+    except Exception as exc:
+        progress.close()
+        # engine.content is imported only when the content is read (not for an unchanged
+        # site), so only then can its errors be raised.
+        content = sys.modules.get("engine.content")
+        if content is None or not isinstance(exc, content.ContentErrors):
+            raise
+        for error in exc.errors:
+            click.echo(str(error), err=True)
+        fail(f"{len(exc.errors)} problem(s) in {settings['CONTENT_DIR']}; nothing was written")
+        return
     progress.close()
     echo_build_report(report)
+
+
+def open_embedded(url: str) -> sqlite3.Connection | None:
+    """Open an embedded SQLite database that is at the newest migration, without SQLAlchemy.
+
+    None for other databases, a missing file, or a schema to upgrade: the caller then goes
+    through ``engine.db`` (which upgrades SQLite by itself).
+    """
+    from engine.catalog_rows import sqlite_file
+    from engine.schema_heads import is_current_sqlite
+
+    path = sqlite_file(url)
+    if path is None or not os.path.isfile(path):
+        return None
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        connection.execute("PRAGMA busy_timeout=30000")
+        if is_current_sqlite(connection):
+            return connection
+    except sqlite3.Error:
+        pass
+    connection.close()
+    return None
 
 
 OUT_HELP = "Folder to publish to (default: OUTPUT_DIR, else <instance>/site)."
@@ -122,7 +155,6 @@ BUILD_HELP = "Build the static site: pages, assets, sitemaps, robots.txt and red
 @click.option("--base-url", help=BASE_URL_HELP)
 def build(out: Path | None, full: bool, base_url: str | None) -> None:
     """``engine build`` on its own: the instance's settings and database, no web app."""
-    from engine.db import Database
     from engine.settings import SettingsError, default_instance_path, load_settings
 
     try:
@@ -130,9 +162,20 @@ def build(out: Path | None, full: bool, base_url: str | None) -> None:
     except SettingsError as exc:
         fail(str(exc))
         return
-    database = Database(str(settings["DATABASE_URL"]))
+    url = str(settings["DATABASE_URL"])
+    embedded = open_embedded(url)
+    if embedded is not None:
+        try:
+            run_build(settings, embedded, out, full, base_url)
+        finally:
+            embedded.close()
+        return
+    from engine.db import Database
+
+    database = Database(url)
     try:
         ensure_database_schema(database)
-        run_build(settings, database, out, full, base_url)
+        with database.session() as session:
+            run_build(settings, session, out, full, base_url)
     finally:
         database.dispose()

@@ -7,6 +7,7 @@ build can tell whether anything changed before it imports what planning needs.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,17 +41,41 @@ class CatalogRows:
         return digest.hexdigest()
 
 
-def read_catalog(session: Session) -> CatalogRows:
-    """Read every product and variant row in two queries, as plain tuples."""
-    session.flush()
-    connection = session.connection()
-    # Plain driver rows: the ORM's and Core's per-row type processing costs more than
-    # everything else in planning a large catalog; columns are decoded by the planner.
-    products = connection.exec_driver_sql(
-        f"SELECT {', '.join(PRODUCT_COLUMNS)} FROM {PRODUCT_TABLE} ORDER BY id"
-    ).fetchall()
-    variants = connection.exec_driver_sql(
+def read_catalog(source: Session | Any) -> CatalogRows:
+    """Read every product and variant row in two queries, as plain tuples.
+
+    ``source`` is a SQLAlchemy session, or a ``sqlite3`` connection of its own (the
+    embedded database's build path, which does without SQLAlchemy).
+    """
+    products_sql = f"SELECT {', '.join(PRODUCT_COLUMNS)} FROM {PRODUCT_TABLE} ORDER BY id"
+    variants_sql = (
         f"SELECT {', '.join(VARIANT_COLUMNS)} FROM {VARIANT_TABLE} "
         "ORDER BY product_id, position, id"
-    ).fetchall()
-    return CatalogRows([tuple(row) for row in products], [tuple(row) for row in variants])
+    )
+    if isinstance(source, sqlite3.Connection):
+        # One read transaction: both queries see the same catalog.
+        source.execute("BEGIN")
+        try:
+            products = source.execute(products_sql).fetchall()
+            variants = source.execute(variants_sql).fetchall()
+        finally:
+            source.execute("COMMIT")
+        return CatalogRows(products, variants)
+    source.flush()
+    connection = source.connection()
+    # Plain driver rows: the ORM's and Core's per-row type processing costs more than
+    # everything else in planning a large catalog; columns are decoded by the planner.
+    rows = connection.exec_driver_sql(products_sql).fetchall()
+    more = connection.exec_driver_sql(variants_sql).fetchall()
+    return CatalogRows([tuple(row) for row in rows], [tuple(row) for row in more])
+
+
+def sqlite_file(url: str) -> str | None:
+    """Return the file of a plain ``sqlite:///path`` URL (None for any other database URL)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or "?" in url:
+        return None
+    path = url[len(prefix) :]
+    if not path or path == ":memory:":
+        return None
+    return path

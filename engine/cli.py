@@ -220,7 +220,8 @@ def worker() -> None:
 @needs_schema
 def build(out: Path | None, full: bool, base_url: str | None) -> None:
     """Build the static site (``python -m engine build`` runs it without the web app)."""
-    run_build(current_app.config, get_db(), out, full, base_url)
+    with get_db().session() as session:
+        run_build(current_app.config, session, out, full, base_url)
 
 
 @click.command("demo")

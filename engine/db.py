@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from sqlalchemy import (
@@ -24,44 +22,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 
+from engine.schema_heads import MIGRATIONS_DIR, scan_heads
+
 if TYPE_CHECKING:
     from alembic.config import Config
     from flask import Flask
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-
-# A migration script's own revision and its parent, as Alembic's template writes them.
-_REVISION_LINE = re.compile(
-    r"^(down_revision|revision)(?:\s*:[^=\n]*)?\s*=\s*(?:\"([^\"\n]*)\"|'([^'\n]*)'|(None))\s*$",
-    re.MULTILINE,
-)
-
-
-def scan_heads(versions: Path | None = None) -> set[str] | None:
-    """Return the head revisions from the scripts' ``revision = "..."`` lines, cheaply.
-
-    Reads the files as text (no imports, no Alembic). Returns None when any script is not in
-    the plain one-parent form (a merge, a branch label, ...): the caller asks Alembic then.
-    """
-    folder = versions or MIGRATIONS_DIR / "versions"
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for path in folder.glob("*.py"):
-        found: dict[str, str | None] = {}
-        for match in _REVISION_LINE.finditer(path.read_text(encoding="utf-8")):
-            name, double, single, _none = match.groups()
-            if name in found:
-                return None
-            value = double if double is not None else single
-            found[name] = value
-        if set(found) != {"revision", "down_revision"} or not found["revision"]:
-            return None
-        revisions.add(str(found["revision"]))
-        if found["down_revision"] is not None:
-            parents.add(found["down_revision"])
-    if not revisions or not parents <= revisions:
-        return None
-    return revisions - parents
 
 
 def utcnow() -> dt.datetime:

@@ -569,7 +569,7 @@ def reuse_unchanged_site(
 
 
 def build_site(
-    session: Session,
+    session: Session | Any,
     settings: Mapping[str, Any],
     *,
     out: Path | None = None,
@@ -577,7 +577,10 @@ def build_site(
     base_url: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BuildReport:
-    """Load content, plan the site and publish it; raises ContentErrors before writing anything."""
+    """Load content, plan the site and publish it; raises ContentErrors before writing anything.
+
+    ``session`` reads the catalog: a SQLAlchemy session, or a ``sqlite3`` connection.
+    """
     from engine.catalog_rows import read_catalog
 
     started = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,8 @@ def render_indices(job: RenderJob, indices: Sequence[int]) -> tuple[list[Result]
 
 def _worker_start() -> None:
     """Make a forked worker refuse database work: the parent's session is not its to use."""
+    if "sqlalchemy.orm" not in sys.modules:
+        return  # no session in this process (a build reading SQLite directly)
     from sqlalchemy import event
     from sqlalchemy.orm import Session
 
