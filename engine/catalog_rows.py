@@ -23,6 +23,10 @@ PRODUCT_COLUMNS = ("id", "handle", "title", "body_html", "vendor", "product_type
 VARIANT_COLUMNS = ("product_id", "id", "sku", "option_values", "price", "compare_at_price",
                    "barcode", "grams", "image", "inventory_tracked", "inventory_policy",
                    "stock", "sellable")  # fmt: skip
+#: The variant columns a stock change writes (``engine.catalog.set_stock``): the last ones.
+STOCK_COLUMNS = ("stock", "sellable")
+_STOCK_START = len(VARIANT_COLUMNS) - len(STOCK_COLUMNS)
+assert VARIANT_COLUMNS[_STOCK_START:] == STOCK_COLUMNS
 
 
 @dataclass
@@ -39,6 +43,19 @@ class CatalogRows:
         digest.update(b"\x00")
         digest.update(repr(self.variants).encode("utf-8"))
         return digest.hexdigest()
+
+
+    def shape_digest(self) -> str:
+        """Return a digest of every row without the stock columns (``STOCK_COLUMNS``)."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(repr(self.products).encode("utf-8"))
+        digest.update(b"\x00")
+        digest.update(repr([row[:_STOCK_START] for row in self.variants]).encode("utf-8"))
+        return digest.hexdigest()
+
+    def stock(self) -> list[list[Any]]:
+        """Return each variant row's stock columns, in row order."""
+        return [list(row[_STOCK_START:]) for row in self.variants]
 
 
 def read_catalog(source: Session | Any) -> CatalogRows:

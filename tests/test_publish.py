@@ -817,6 +817,37 @@ def test_a_stock_change_rewrites_only_the_pages_that_show_it(demo: Flask, db: Da
     assert all(after[p]["sha256"] == before[p]["sha256"] for p in after if p not in changed)
 
 
+def test_stock_changes_plan_only_their_pages_and_equal_a_fresh_build(
+    demo: Flask, db: Database, tmp_path: Path
+) -> None:
+    build_demo_site(demo, db)
+    out = Path(demo.config["OUTPUT_DIR"])
+    rng = random.Random(7)
+    with db.session() as session:
+        skus = session.scalars(
+            select(Variant.sku).join(Product).where(Product.status == "active")
+            .order_by(Variant.sku)
+        ).all()  # fmt: skip
+    for step in range(6):
+        with db.session() as session:
+            for sku in rng.sample(skus, rng.choice([1, 1, 3])):
+                variant = session.scalars(select(Variant).where(Variant.sku == sku)).one()
+                set_stock(session, variant, rng.choice([0, 0, 2, 9]), source="cli")
+        report = build_demo_site(demo, db)
+        assert report.partial, f"step {step}"
+        fresh = build_demo_site(demo, db, out=tmp_path / f"fresh-{step}")
+        assert not fresh.partial
+        assert site_files(out) == site_files(tmp_path / f"fresh-{step}"), f"step {step}"
+    # Anything besides stock (here a title) plans the whole site again.
+    with db.session() as session:
+        product = session.scalars(select(Product).where(Product.status == "active")).first()
+        assert product is not None
+        product.title = "Renamed " + product.title
+    report = build_demo_site(demo, db)
+    assert not report.partial and report.written >= 1
+    assert site_files(out) == site_files(build_demo_site(demo, db, out=tmp_path / "f").output)
+
+
 def test_cli_build_prints_counts_and_time(demo: Flask, runner: FlaskCliRunner) -> None:
     result = runner.invoke(args=["build"])
     assert result.exit_code == 0, result.output

@@ -108,6 +108,8 @@ class BuildReport:
     generation: Path | None = None
     publish: str = "not configured"
     phases: dict[str, float] = field(default_factory=dict)
+    #: True when only the pages showing products whose stock changed were planned.
+    partial: bool = False
 
 
 def today_in(settings: Mapping[str, Any]) -> str:
@@ -145,12 +147,14 @@ def publish_site(
     fingerprint: str = "",
     inputs: str = "",
     parallel_min_pages: int = PARALLEL_MIN_PAGES,
+    record: Mapping[str, Any] | None = None,
 ) -> BuildReport:
     """Write a planned site as a new generation (only if something changed) and switch to it.
 
     ``fingerprint`` names the rendering code (a new one re-renders every page) and
     ``inputs`` everything the plan was made from (see ``site_inputs``), recorded so the
-    next build with the same inputs can skip planning.
+    next build with the same inputs can skip planning. ``record`` is kept in the manifest
+    as ``plan`` (what the next build needs to plan only the pages a stock change shows).
     """
     started = time.perf_counter()
     folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
@@ -166,7 +170,7 @@ def publish_site(
         return _publish_locked(
             site, plan, settings, folder, base, command, started,
             render=render, full=full, today=today, fingerprint=fingerprint, inputs=inputs,
-            progress=progress, parallel_min_pages=parallel_min_pages,
+            progress=progress, parallel_min_pages=parallel_min_pages, record=record,
         )  # fmt: skip
     finally:
         gc.unfreeze()
@@ -188,6 +192,7 @@ def _publish_locked(
     inputs: str,
     progress: Callable[[int, int], None] | None,
     parallel_min_pages: int,
+    record: Mapping[str, Any] | None,
 ) -> BuildReport:
     """Build under the lock, then run PUBLISH_COMMAND if the site changed."""
     with folder.locked():
@@ -204,6 +209,7 @@ def _publish_locked(
                 inputs=inputs,
                 progress=progress,
                 parallel_min_pages=parallel_min_pages,
+                record=record,
             )
         except BaseException:
             staging.abandon()
@@ -258,6 +264,7 @@ class _Build:
         inputs: str,
         progress: Callable[[int, int], None] | None,
         parallel_min_pages: int,
+        record: Mapping[str, Any] | None = None,
     ) -> BuildReport:
         """Build and, if anything a visitor could see changed, switch to the new generation."""
         mark = time.perf_counter()
@@ -279,6 +286,9 @@ class _Build:
             if trust and is_page and entry is not None and entry.get("key") == page.key:
                 self.files[page.path] = entry
                 continue
+            if not page.template:
+                # A page a partial plan carried over from a site that is no longer live.
+                raise _CarriedPageStale(page.path)
             stale.append(index)
         self.phases["check"] = time.perf_counter() - mark
 
@@ -314,6 +324,8 @@ class _Build:
             "inputs": inputs,
             "files": self.files,
         }
+        if record is not None:
+            manifest["plan"] = record
         report = BuildReport(
             written=len(self.to_write),
             unchanged=len(self.files) - len(self.to_write),
@@ -424,6 +436,10 @@ class _Build:
                     f"{source} is missing from the live site (removed by hand?); "
                     "run `engine build --full` to write every file again"
                 ) from None
+
+
+class _CarriedPageStale(PublishError):
+    """A partially planned site met a live generation other than the one it was planned on."""
 
 
 def _is_rule_file(url_path: str) -> bool:
@@ -580,6 +596,8 @@ def build_site(
     """Load content, plan the site and publish it; raises ContentErrors before writing anything.
 
     ``session`` reads the catalog: a SQLAlchemy session, or a ``sqlite3`` connection.
+    When only stock columns changed since the live site was built, only the pages that
+    show the changed products are planned (``engine.pages.plan_changes``).
     """
     from engine.catalog_rows import read_catalog
 
@@ -589,9 +607,10 @@ def build_site(
     content_dir = Path(str(settings["CONTENT_DIR"]))
     fingerprint = code_fingerprint()
     rows = read_catalog(session)
-    inputs = site_inputs(
-        settings, content_files_digest(content_dir), base, fingerprint, rows.digest()
-    )
+    content_digest = content_files_digest(content_dir)
+    inputs = site_inputs(settings, content_digest, base, fingerprint, rows.digest())
+    # Everything but the stock columns: equal to the live site's, a stock change it is.
+    shape = site_inputs(settings, content_digest, base, fingerprint, rows.shape_digest())
     digested = time.perf_counter()
     if not full:
         try:
@@ -605,11 +624,27 @@ def build_site(
             return reused
 
     from engine.content import load_content
-    from engine.pages import make_environment, plan_site, render_page
+    from engine.pages import make_environment, plan_changes, plan_site, render_page
 
     content = load_content(content_dir)
     loaded = time.perf_counter()
-    site = plan_site(session, settings, content, base_url=base, rows=rows)
+    site = None
+    stock = rows.stock()
+    if not full:
+        previous = read_manifest(OutputFolder(Path(out or settings["OUTPUT_DIR"])).live())
+        changes = _stock_changes(previous, shape, rows, stock)
+        if changes is not None:
+            changed, pages, renamed = changes
+            site = plan_changes(settings, content, rows, changed, pages, renamed, base_url=base)
+    partial = site is not None
+    if site is None:
+        site = plan_site(session, settings, content, base_url=base, rows=rows)
+    record = {
+        "shape": shape,
+        "stock": stock,
+        "renamed": site.renamed,
+        "noindex": sorted(page.path for page in site.pages if not page.indexable),
+    }
     del rows
     planned = time.perf_counter()
     environment = make_environment(settings, base_url=base)
@@ -617,23 +652,54 @@ def build_site(
     def render(plan: Any) -> bytes:
         return render_page(environment, plan)
 
+    def publish(site: Any) -> BuildReport:
+        return publish_site(
+            site, settings, render=render, out=out, full=full, base_url=base,
+            progress=progress, fingerprint=fingerprint, inputs=inputs, record=record,
+        )  # fmt: skip
+
     try:
-        report = publish_site(
-            site,
-            settings,
-            render=render,
-            out=out,
-            full=full,
-            base_url=base,
-            progress=progress,
-            fingerprint=fingerprint,
-            inputs=inputs,
-        )
+        try:
+            report = publish(site)
+        except _CarriedPageStale:
+            # Another build switched the site after this one read it: plan everything.
+            site = plan_site(session, settings, content, base_url=base)
+            record["renamed"] = site.renamed
+            report = publish(site)
     except PublishCommandError as exc:
         _add_planning_time(exc.report, started, digested, loaded, planned)
         raise
     _add_planning_time(report, started, digested, loaded, planned)
+    report.partial = partial
     return report
+
+
+def _stock_changes(
+    previous: Mapping[str, Any], shape: str, rows: Any, now: list[list[Any]]
+) -> tuple[set[str], dict[str, tuple[str, bool]], dict[str, tuple[str, str]]] | None:
+    """Return the handles whose stock changed since the live site, or None to plan it all.
+
+    Also returns the live pages (URL path -> key, indexable) and renamed page titles.
+    """
+    record = previous.get("plan")
+    if not isinstance(record, dict) or record.get("shape") != shape:
+        return None
+    stock = record.get("stock")
+    if not isinstance(stock, list) or len(stock) != len(rows.variants):
+        return None
+    changed_ids = {
+        row[0] for row, current, before in zip(rows.variants, now, stock, strict=True)
+        if current != before
+    }  # fmt: skip
+    handles = {row[1] for row in rows.products if row[0] in changed_ids}
+    noindex = set(record.get("noindex") or [])
+    pages = {
+        path: (str(entry.get("key")), path not in noindex)
+        for path, entry in previous.get("files", {}).items()
+        if entry.get("kind") == "page"
+    }
+    renamed = {path: (names[0], names[1]) for path, names in record["renamed"].items()}
+    return handles, pages, renamed
 
 
 def _add_planning_time(
