@@ -6,6 +6,7 @@ build can tell whether anything changed before it imports what planning needs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
 from dataclasses import dataclass
@@ -38,24 +39,29 @@ class CatalogRows:
 
     def digest(self) -> str:
         """Return a digest of every row: equal digests mean the same catalog."""
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(repr(self.products).encode("utf-8"))
-        digest.update(b"\x00")
-        digest.update(repr(self.variants).encode("utf-8"))
-        return digest.hexdigest()
-
+        return self._digests[0]
 
     def shape_digest(self) -> str:
         """Return a digest of every row without the stock columns (``STOCK_COLUMNS``)."""
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(repr(self.products).encode("utf-8"))
-        digest.update(b"\x00")
-        digest.update(repr([row[:_STOCK_START] for row in self.variants]).encode("utf-8"))
-        return digest.hexdigest()
+        return self._digests[1]
 
-    def stock(self) -> list[list[Any]]:
-        """Return each variant row's stock columns, in row order."""
-        return [list(row[_STOCK_START:]) for row in self.variants]
+    def stock(self) -> str:
+        """Return every variant row's stock and sellable values as text, in row order.
+
+        ``"7,1;0,0;..."``: compact in the manifest and cheap to compare row by row.
+        """
+        return self._digests[2]
+
+    @functools.cached_property
+    def _digests(self) -> tuple[str, str, str]:
+        shape = hashlib.blake2b(digest_size=16)
+        shape.update(repr(self.products).encode("utf-8"))
+        shape.update(b"\x00")
+        shape.update(repr([row[:_STOCK_START] for row in self.variants]).encode("utf-8"))
+        stock = ";".join([f"{row[-2]},{int(bool(row[-1]))}" for row in self.variants])
+        full = shape.copy()
+        full.update(b"\x00" + stock.encode())
+        return full.hexdigest(), shape.hexdigest(), stock
 
 
 def read_catalog(source: Session | Any) -> CatalogRows:

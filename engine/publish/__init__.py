@@ -608,9 +608,9 @@ def build_site(
     fingerprint = code_fingerprint()
     rows = read_catalog(session)
     content_digest = content_files_digest(content_dir)
-    inputs = site_inputs(settings, content_digest, base, fingerprint, rows.digest())
     # Everything but the stock columns: equal to the live site's, a stock change it is.
     shape = site_inputs(settings, content_digest, base, fingerprint, rows.shape_digest())
+    inputs = hashlib.sha256(f"{shape}|{rows.digest()}".encode()).hexdigest()
     digested = time.perf_counter()
     if not full:
         try:
@@ -675,7 +675,7 @@ def build_site(
 
 
 def _stock_changes(
-    previous: Mapping[str, Any], shape: str, rows: Any, now: list[list[Any]]
+    previous: Mapping[str, Any], shape: str, rows: Any, now: str
 ) -> tuple[set[str], dict[str, tuple[str, bool]], dict[str, tuple[str, str]]] | None:
     """Return the handles whose stock changed since the live site, or None to plan it all.
 
@@ -685,11 +685,14 @@ def _stock_changes(
     if not isinstance(record, dict) or record.get("shape") != shape:
         return None
     stock = record.get("stock")
-    if not isinstance(stock, list) or len(stock) != len(rows.variants):
+    if not isinstance(stock, str):
+        return None
+    before, current = stock.split(";"), now.split(";")
+    if len(before) != len(current) or (rows.variants and len(current) != len(rows.variants)):
         return None
     changed_ids = {
-        row[0] for row, current, before in zip(rows.variants, now, stock, strict=True)
-        if current != before
+        row[0] for row, new, old in zip(rows.variants, current, before, strict=False)
+        if new != old
     }  # fmt: skip
     handles = {row[1] for row in rows.products if row[0] in changed_ids}
     noindex = set(record.get("noindex") or [])
