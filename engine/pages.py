@@ -264,9 +264,6 @@ def site_info(
         valid_until = price_valid_until(
             today or dt.date.today(), int(settings.get("PRICE_VALID_DAYS", 365))
         ).isoformat()
-    # Imported here: engine.waitlist formats prices with this module.
-    from engine.waitlist import consent_version
-
     site_url = str(base_url or settings["SITE_URL"]).rstrip("/")
     consent_text = str(settings.get("WAITLIST_CONSENT_TEXT") or "")
     info = SiteInfo(
@@ -301,6 +298,11 @@ def site_info(
     )
     values = tuple(getattr(info, f.name) for f in dataclasses.fields(info) if f.name != "digest")
     return dataclasses.replace(info, digest=_hash(repr(values)))
+
+
+def consent_version(text: str) -> str:
+    """Return the version of a consent wording: a short digest, so any edit is a new version."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:16]
 
 
 def site_urls(info: SiteInfo) -> SiteURLs:
