@@ -20,6 +20,7 @@ import datetime as dt
 import gc
 import hashlib
 import os
+import pickle
 import re
 import subprocess
 import time
@@ -623,15 +624,15 @@ def build_site(
             reused.phases = {"inputs": reused.seconds}
             return reused
 
-    from engine.content import load_content
     from engine.pages import make_environment, plan_changes, plan_site, render_page
 
-    content = load_content(content_dir)
+    folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
+    content = load_content_cached(content_dir, content_digest, fingerprint, folder.generations)
     loaded = time.perf_counter()
     site = None
     stock = rows.stock()
     if not full:
-        previous = read_manifest(OutputFolder(Path(out or settings["OUTPUT_DIR"])).live())
+        previous = read_manifest(folder.live())
         changes = _stock_changes(previous, shape, rows, stock)
         if changes is not None:
             changed, pages, renamed = changes
@@ -672,6 +673,36 @@ def build_site(
     _add_planning_time(report, started, digested, loaded, planned)
     report.partial = partial
     return report
+
+
+def load_content_cached(content_dir: Path, digest: str, fingerprint: str, cache: Path) -> Any:
+    """Return ``load_content(content_dir)``, from the last build's copy when the files match.
+
+    Parsing the Markdown of hundreds of files is most of what a stock change's build would
+    spend on content. The parsed content is kept beside the generations (a pickle the
+    engine writes there itself), named by the files' digest, the folder and the code.
+    """
+    from engine.content import load_content
+
+    key = hashlib.sha256(f"{digest}|{content_dir.resolve()}|{fingerprint}".encode()).hexdigest()
+    path = cache / f".content-{key[:32]}.pickle"
+    try:
+        with open(path, "rb") as handle:
+            return pickle.load(handle)
+    except FileNotFoundError:
+        pass
+    except Exception:  # unreadable (an interrupted write, another Python): parse again
+        pass
+    content = load_content(content_dir)
+    if cache.is_dir():
+        temp = cache / f".content-{os.getpid()}.tmp"
+        with open(temp, "wb") as handle:
+            pickle.dump(content, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temp, path)
+        for old in cache.glob(".content-*.pickle"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    return content
 
 
 def _stock_changes(
