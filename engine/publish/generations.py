@@ -140,28 +140,42 @@ def write_manifest(generation: Path, manifest: Mapping[str, Any]) -> None:
     os.replace(temp, generation / MANIFEST_NAME)
 
 
-def write_file(root: str, relative: str, data: bytes) -> None:
+def write_file(root: str, relative: str, data: bytes, *, fresh: bool = False) -> None:
     """Write a file into a generation that is not live, as a new inode.
 
     An existing file may be a hard link shared with the live site, so it is replaced by
-    rename, never opened for writing.
+    rename, never opened for writing. ``fresh`` says the folder tree is being made from
+    nothing (a first build), where a page's own folder is almost never there yet.
     """
     path = safe_join(root, relative)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    if fresh:
+        # There already, or its parent is not: the general path below sorts either out.
+        with contextlib.suppress(OSError):
+            os.mkdir(os.path.dirname(path))
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, flags, 0o644)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, flags, 0o644)
     except FileExistsError:
         temp = f"{path}.{os.getpid()}.tmp"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as handle:
-            handle.write(data)
+        _write_all(os.open(temp, flags, 0o644), data)
         os.replace(temp, path)
         return
-    with open(fd, "wb") as handle:
-        handle.write(data)
+    _write_all(fd, data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte to a new file descriptor and close it (no buffered file object)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def link_file(source: str, destination: str) -> None:

@@ -74,7 +74,7 @@ def render_indices(job: RenderJob, indices: Sequence[int]) -> tuple[list[Result]
             or not os.path.isfile(os.path.join(job.live_root, relative))
         )
         if write:
-            write_file(job.staged_root, relative, data)
+            write_file(job.staged_root, relative, data, fresh=job.live_root is None)
         results.append((index, sha, write))
     return results, None
 
