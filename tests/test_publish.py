@@ -284,6 +284,22 @@ def test_full_renders_everything_but_rewrites_only_changed_files(
     assert report.written == 1
 
 
+def test_a_file_deleted_from_the_live_site_is_named_and_full_restores_it(
+    build: Build, tmp_path: Path
+) -> None:
+    pages = catalog()
+    build(Site(pages))
+    out = tmp_path / "site"
+    (out / "products/p3/index.html").unlink()
+    pages[1] = page("/products/p0/", "Product 0", "changed copy")
+    with pytest.raises(PublishError, match=r"products/p3/index\.html is missing .*--full"):
+        build(Site(pages))
+    assert os.readlink(out) == ".site.generations/1/site"
+    report = build(Site(pages), full=True)
+    assert report.changed and (out / "products/p3/index.html").is_file()
+    assert b"changed copy" in (out / "products/p0/index.html").read_bytes()
+
+
 def test_removed_pages_are_deleted(build: Build, tmp_path: Path) -> None:
     pages = catalog(3)
     build(Site(pages))
