@@ -101,13 +101,28 @@ _NOT_PAGE_TEMPLATES = ("emails/",)
 
 @dataclass(frozen=True)
 class PagePlan:
-    """One page: where it goes, how it renders, and the key of everything its bytes use."""
+    """One page: where it goes, how it renders, and the key of everything its bytes use.
+
+    Made with ``key_base`` instead of a ``key``, the key is computed when first asked for:
+    a first build asks in its render workers, in parallel, not while planning.
+    """
 
     path: str
-    key: str
+    key_value: str | None
     template: str
     context: dict[str, Any]
     indexable: bool = True
+    key_base: str = ""
+
+    @property
+    def key(self) -> str:
+        """Return the digest of everything the page's bytes depend on."""
+        if self.key_value is not None:
+            return self.key_value
+        fingerprint = _context_fingerprint(self.context)
+        key = _hash(f"{self.key_base}|{self.template}|{self.path}|{fingerprint}")
+        object.__setattr__(self, "key_value", key)
+        return key
 
 
 @dataclass(frozen=True)
@@ -1155,12 +1170,11 @@ def _page_plans(
     return [
         PagePlan(
             path=draft.path,
-            key=_hash(
-                f"{base}|{draft.template}|{draft.path}|{_context_fingerprint(draft.context)}"
-            ),
+            key_value=None,
             template=draft.template,
             context=draft.context,
             indexable=draft.indexable,
+            key_base=base,
         )
         for draft in drafts
     ]
@@ -1204,7 +1218,7 @@ def plan_changes(
         if len(paths) != len(planned) or not paths <= previous.keys():
             return None
         pages = planned + [
-            PagePlan(path=path, key=key, template="", context={}, indexable=indexable)
+            PagePlan(path=path, key_value=key, template="", context={}, indexable=indexable)
             for path, (key, indexable) in previous.items()
             if path not in paths
         ]

@@ -302,11 +302,11 @@ class _Build:
                         self.staging.root, render)  # fmt: skip
         workers = worker_count(self.settings)
         results = render_all(job, stale, workers, parallel_min_pages, progress)
-        for index, sha, written in results:
+        for index, sha, written, key in results:
             page = pages[index]
             entry = old_files.get(page.path) or {}
             lastmod = entry["lastmod"] if entry.get("sha256") == sha else today
-            self.files[page.path] = {"kind": "page", "key": page.key, "sha256": sha,
+            self.files[page.path] = {"kind": "page", "key": key, "sha256": sha,
                                      "lastmod": lastmod}  # fmt: skip
             if written:
                 self.to_write[page.path] = None
