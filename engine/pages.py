@@ -894,7 +894,7 @@ def _attributes(meta: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 class _Summary(NamedTuple):
-    """What ordering and category membership need of a live product (not stock-related)."""
+    """What ordering, category membership and the home page's lists need of a product."""
 
     handle: str
     title: str
