@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from engine.settings import default_instance_path, load_settings
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 __version__ = "0.1.0"
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Create the Flask application; starts no scheduler and writes no pages."""
+    from flask import Flask
+
     instance_path = Path(
         (test_config or {}).get("INSTANCE_PATH") or default_instance_path()
     ).resolve()

@@ -9,24 +9,25 @@ from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 
+from engine.build_command import (
+    BASE_URL_HELP,
+    BUILD_HELP,
+    FULL_HELP,
+    OUT_HELP,
+    echo_build_report,
+    ensure_database_schema,
+    fail,
+    run_build,
+)
 from engine.db import get_db
 
-if TYPE_CHECKING:
-    from engine.publish import BuildReport
-
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fail(message: str) -> None:
-    """Print an error to stderr and exit non-zero."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 def needs_schema(func: F) -> F:
@@ -42,13 +43,7 @@ def needs_schema(func: F) -> F:
 
 def ensure_schema(app: Flask) -> None:
     """Upgrade an embedded SQLite database by itself; ask for ``engine db upgrade`` otherwise."""
-    database = get_db(app)
-    if database.is_current():
-        return
-    if database.engine.dialect.name == "sqlite":
-        database.upgrade()
-        return
-    fail("the database schema is not up to date; run `engine db upgrade` first")
+    ensure_database_schema(get_db(app))
 
 
 @click.group("db", help="Database schema.")
@@ -217,83 +212,16 @@ def worker() -> None:
     run_worker(get_db(app), app.config)
 
 
-@click.command("build")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder to publish to (default: OUTPUT_DIR, else <instance>/site).",
-)
-@click.option("--full", is_flag=True, help="Render every page (still rewrites only changed files).")
-@click.option("--base-url", help="Absolute URL the site is served from (default: SITE_URL).")
+@click.command("build", help=BUILD_HELP)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help=OUT_HELP)
+@click.option("--full", is_flag=True, help=FULL_HELP)
+@click.option("--base-url", help=BASE_URL_HELP)
 @with_appcontext
 @needs_schema
 def build(out: Path | None, full: bool, base_url: str | None) -> None:
-    """Build the static site: pages, assets, sitemaps, robots.txt and redirect rules."""
-    from engine.content import ContentErrors
-    from engine.publish import PublishCommandError, PublishError, build_site
-
-    settings = current_app.config
-    progress = BuildProgress()
-    try:
-        with get_db().session() as session:
-            report = build_site(
-                session, settings, out=out, full=full, base_url=base_url, progress=progress
-            )
-    except ContentErrors as exc:
-        progress.close()
-        for error in exc.errors:
-            click.echo(str(error), err=True)
-        fail(f"{len(exc.errors)} problem(s) in {settings['CONTENT_DIR']}; nothing was written")
-        return
-    except PublishCommandError as exc:
-        progress.close()
-        echo_build_report(exc.report)
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(3)
-    except PublishError as exc:
-        progress.close()
-        fail(str(exc))
-        return
-    progress.close()
-    echo_build_report(report)
-
-
-class BuildProgress:
-    """A progress bar on stderr for long renders (only on a terminal)."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-        self.done = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        """Advance the bar to ``done`` of ``total`` pages rendered."""
-        if self.bar is None:
-            if total < 1000 or not sys.stderr.isatty():
-                return
-            self.bar = click.progressbar(length=total, label="rendering", file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(done - self.done)
-        self.done = done
-
-    def close(self) -> None:
-        """Finish the bar if one was shown."""
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
-
-
-def echo_build_report(report: BuildReport) -> None:
-    """Print what a build did: files written / unchanged / removed, the time, the deploy."""
-    click.echo(
-        f"written {report.written}, unchanged {report.unchanged}, removed {report.removed} "
-        f"in {report.seconds:.2f} s: {report.output}"
-    )
-    if not report.changed:
-        click.echo("nothing changed: the published site was left as it was")
-    if report.publish == "ran":
-        click.echo("PUBLISH_COMMAND ran")
-    elif report.publish.startswith("skipped"):
-        click.echo("PUBLISH_COMMAND not run: nothing changed since it last succeeded")
+    """Build the static site (``python -m engine build`` runs it without the web app)."""
+    with get_db().session() as session:
+        run_build(current_app.config, session, out, full, base_url)
 
 
 @click.command("demo")

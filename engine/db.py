@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from flask import Flask, g
 from sqlalchemy import (
     JSON,
     Connection,
@@ -30,47 +27,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 
+from engine.schema_heads import MIGRATIONS_DIR, scan_heads
+
 if TYPE_CHECKING:
     from alembic.config import Config
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+    from flask import Flask
 
 #: Execution option of a connection that only reads in its next transactions: on SQLite they
 #: start with a plain (deferred) ``BEGIN`` and never take the write lock.
 READ_ONLY = "engine_read_only"
-
-# A migration script's own revision and its parent, as Alembic's template writes them.
-_REVISION_LINE = re.compile(
-    r"^(down_revision|revision)(?:\s*:[^=\n]*)?\s*=\s*(?:\"([^\"\n]*)\"|'([^'\n]*)'|(None))\s*$",
-    re.MULTILINE,
-)
-
-
-def scan_heads(versions: Path | None = None) -> set[str] | None:
-    """Return the head revisions from the scripts' ``revision = "..."`` lines, cheaply.
-
-    Reads the files as text (no imports, no Alembic). Returns None when any script is not in
-    the plain one-parent form (a merge, a branch label, ...): the caller asks Alembic then.
-    """
-    folder = versions or MIGRATIONS_DIR / "versions"
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for path in folder.glob("*.py"):
-        found: dict[str, str | None] = {}
-        for match in _REVISION_LINE.finditer(path.read_text(encoding="utf-8")):
-            name, double, single, _none = match.groups()
-            if name in found:
-                return None
-            value = double if double is not None else single
-            found[name] = value
-        if set(found) != {"revision", "down_revision"} or not found["revision"]:
-            return None
-        revisions.add(str(found["revision"]))
-        if found["down_revision"] is not None:
-            parents.add(found["down_revision"])
-    if not revisions or not parents <= revisions:
-        return None
-    return revisions - parents
 
 
 def utcnow() -> dt.datetime:
@@ -240,6 +205,8 @@ class Database:
 
 def init_app(app: Flask) -> Database:
     """Attach the database to the app and close the request session on teardown."""
+    from flask import g
+
     database = Database(app.config["DATABASE_URL"])
     app.extensions["engine.db"] = database
 
@@ -263,6 +230,8 @@ def get_db(app: Flask | None = None) -> Database:
 
 def get_session() -> Session:
     """Return the request's (or CLI command's) session; the caller commits."""
+    from flask import g
+
     if "db_session" not in g:
         g.db_session = get_db().sessions()
     return g.db_session

@@ -28,12 +28,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jinja2
 from markupsafe import Markup
-from sqlalchemy.orm import Session
 
+from engine.catalog_rows import CatalogRows, read_catalog
 from engine.content import (
     Content,
     ContentError,
@@ -42,9 +42,11 @@ from engine.content import (
     check_references,
     render_markdown,
 )
-from engine.models import Product, Variant
-from engine.settings import bundled_path
+from engine.settings import template_dirs
 from engine.urls import SiteURLs
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 SCHEMA = "https://schema.org/"
 IN_STOCK = "InStock"
@@ -99,13 +101,28 @@ _NOT_PAGE_TEMPLATES = ("emails/",)
 
 @dataclass(frozen=True)
 class PagePlan:
-    """One page: where it goes, how it renders, and the key of everything its bytes use."""
+    """One page: where it goes, how it renders, and the key of everything its bytes use.
+
+    Made with ``key_base`` instead of a ``key``, the key is computed when first asked for:
+    a first build asks in its render workers, in parallel, not while planning.
+    """
 
     path: str
-    key: str
+    key_value: str | None
     template: str
     context: dict[str, Any]
     indexable: bool = True
+    key_base: str = ""
+
+    @property
+    def key(self) -> str:
+        """Return the digest of everything the page's bytes depend on."""
+        if self.key_value is not None:
+            return self.key_value
+        fingerprint = _context_fingerprint(self.context)
+        key = _hash(f"{self.key_base}|{self.template}|{self.path}|{fingerprint}")
+        object.__setattr__(self, "key_value", key)
+        return key
 
 
 @dataclass(frozen=True)
@@ -119,11 +136,16 @@ class Redirect:
 
 @dataclass
 class Site:
-    """Every page, redirect and static file the site has right now."""
+    """Every page, redirect and static file the site has right now.
+
+    ``renamed`` holds the title and description of the pages whose plain ones another page
+    had first (see ``_make_unique``), so a later partial plan (``plan_changes``) keeps them.
+    """
 
     pages: list[PagePlan]
     redirects: list[Redirect]
     assets: dict[str, Path]
+    renamed: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def page(self, path: str) -> PagePlan | None:
         """Return the page at a URL path, if any."""
@@ -257,9 +279,6 @@ def site_info(
         valid_until = price_valid_until(
             today or dt.date.today(), int(settings.get("PRICE_VALID_DAYS", 365))
         ).isoformat()
-    # Imported here: engine.waitlist formats prices with this module.
-    from engine.waitlist import consent_version
-
     site_url = str(base_url or settings["SITE_URL"]).rstrip("/")
     consent_text = str(settings.get("WAITLIST_CONSENT_TEXT") or "")
     info = SiteInfo(
@@ -294,6 +313,11 @@ def site_info(
     )
     values = tuple(getattr(info, f.name) for f in dataclasses.fields(info) if f.name != "digest")
     return dataclasses.replace(info, digest=_hash(repr(values)))
+
+
+def consent_version(text: str) -> str:
+    """Return the version of a consent wording: a short digest, so any edit is a new version."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:16]
 
 
 def site_urls(info: SiteInfo) -> SiteURLs:
@@ -364,17 +388,6 @@ def _hash(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def template_dirs(settings: Mapping[str, Any]) -> list[Path]:
-    """Return the template folders in lookup order: the store's ``TEMPLATES_DIR``, the theme."""
-    theme = bundled_path("theme")
-    folders = []
-    override = Path(str(settings.get("TEMPLATES_DIR") or "templates"))
-    if override.is_dir() and override.resolve() != theme.resolve():
-        folders.append(override)
-    folders.append(theme)
-    return folders
 
 
 def make_environment(
@@ -880,22 +893,28 @@ def _attributes(meta: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     )
 
 
+class _Summary(NamedTuple):
+    """What ordering, category membership and the home page's lists need of a product."""
+
+    handle: str
+    title: str
+    product_type: str
+    state: str  # in_stock | back_soon | coming_soon
+
+
 @dataclass
 class _Catalog:
-    """The catalog as planning needs it: live product views and the rest by status."""
+    """The catalog as planning needs it: live product views and the rest by status.
 
-    views: dict[str, ProductView]
+    ``summaries`` (or the views themselves) order and group the products; ``views`` may
+    build each view only when a page asks for it (``_LazyViews``).
+    """
+
+    views: Mapping[str, ProductView]
     archived: set[str]
     handles: set[str]
     tags: dict[str, tuple[str, ...]]
-
-
-_PRODUCT_COLUMNS = ("id", "handle", "title", "body_html", "vendor", "product_type", "tags",
-                    "status", "published", "seo_title", "seo_description", "option_names",
-                    "images")  # fmt: skip
-_VARIANT_COLUMNS = ("product_id", "id", "sku", "option_values", "price", "compare_at_price",
-                    "barcode", "grams", "image", "inventory_tracked", "inventory_policy",
-                    "stock", "sellable")  # fmt: skip
+    summaries: list[Any] = field(default_factory=list)
 
 
 class _Decoder:
@@ -946,34 +965,6 @@ class _ProductRow(NamedTuple):
     images: Any
 
 
-@dataclass
-class CatalogRows:
-    """The catalog's rows as the database driver returned them (read once per plan)."""
-
-    products: list[tuple[Any, ...]]
-    variants: list[tuple[Any, ...]]
-
-    def digest(self) -> str:
-        """Return a digest of every row: equal digests mean the same catalog."""
-        return _hash(repr(self.products) + repr(self.variants))
-
-
-def read_catalog(session: Session) -> CatalogRows:
-    """Read every product and variant row in two queries."""
-    session.flush()
-    connection = session.connection()
-    # Plain driver rows: the ORM's and Core's per-row type processing costs more than
-    # everything else in planning a large catalog; columns are decoded here instead.
-    product, variant = Product.__tablename__, Variant.__tablename__
-    products = connection.exec_driver_sql(
-        f"SELECT {', '.join(_PRODUCT_COLUMNS)} FROM {product} ORDER BY id"
-    ).fetchall()
-    variants = connection.exec_driver_sql(
-        f"SELECT {', '.join(_VARIANT_COLUMNS)} FROM {variant} ORDER BY product_id, position, id"
-    ).fetchall()
-    return CatalogRows([tuple(row) for row in products], [tuple(row) for row in variants])
-
-
 def build_catalog(rows: CatalogRows, content: Content, urls: SiteURLs) -> _Catalog:
     """Build the live product views from the catalog rows and the product Markdown."""
     by_product: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
@@ -1000,7 +991,70 @@ def build_catalog(rows: CatalogRows, content: Content, urls: SiteURLs) -> _Catal
             and handle not in archived
         ):
             views[handle] = _coming_soon_view(doc, urls)
-    return _Catalog(views=views, archived=archived, handles=handles, tags=tags)
+    return _Catalog(
+        views=views, archived=archived, handles=handles, tags=tags, summaries=list(views.values())
+    )
+
+
+class _LazyViews(Mapping[str, ProductView]):
+    """Live product views by handle, each built on first use (planning a few pages)."""
+
+    def __init__(self, build: dict[str, Any]) -> None:
+        self._build = build  # handle -> zero-argument function returning the view
+        self._views: dict[str, ProductView] = {}
+
+    def __getitem__(self, handle: str) -> ProductView:
+        view = self._views.get(handle)
+        if view is None:
+            view = self._views[handle] = self._build[handle]()
+        return view
+
+    def __contains__(self, handle: object) -> bool:
+        return handle in self._build
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._build)
+
+    def __len__(self) -> int:
+        return len(self._build)
+
+
+def lazy_catalog(rows: CatalogRows, content: Content, urls: SiteURLs) -> _Catalog:
+    """Return the catalog with summaries from the rows and views built only when used."""
+    by_product: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    for variant in rows.variants:
+        by_product[variant[0]].append(variant)
+    decode = _Decoder()
+    build: dict[str, Any] = {}
+    archived: set[str] = set()
+    handles: set[str] = set()
+    tags: dict[str, tuple[str, ...]] = {}
+    summaries: list[_Summary] = []
+    for raw in rows.products:
+        row = _ProductRow._make(raw)
+        handles.add(row.handle)
+        if row.status == "archived":
+            archived.add(row.handle)
+        elif row.status == "active" and row.published:
+            variants = by_product.get(row.id, [])
+            doc = content.products.get(row.handle)
+            build[row.handle] = functools.partial(_catalog_view, row, variants, doc, urls, decode)
+            tags[row.handle] = tuple(str(tag).casefold() for tag in decode.json(row.tags))
+            # A product is "in stock" when any variant is sellable (``_catalog_view``).
+            state = "in_stock" if any(v[12] for v in variants) else "back_soon"
+            summaries.append(_Summary(row.handle, row.title, row.product_type or "", state))
+    for handle, doc in content.products.items():
+        if (
+            doc.meta.get("status") == "coming-soon"
+            and handle not in build
+            and handle not in archived
+        ):
+            build[handle] = functools.partial(_coming_soon_view, doc, urls)
+            summaries.append(_Summary(handle, str(doc.meta["title"]), "", "coming_soon"))
+    return _Catalog(
+        views=_LazyViews(build), archived=archived, handles=handles, tags=tags,
+        summaries=summaries,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- planning
@@ -1016,7 +1070,7 @@ class _Draft:
     indexable: bool = True
 
 
-def _sort_key(view: ProductView | Card) -> tuple[str, str]:
+def _sort_key(view: Any) -> tuple[str, str]:
     return (view.title.casefold(), view.handle)
 
 
@@ -1097,22 +1151,85 @@ def _plan_site(
     if clashes:
         raise ContentErrors(clashes)
     assets.update(content.assets)
-    _make_unique(drafts)
+    renamed = _make_unique(drafts)
+    pages = _page_plans(drafts, settings, info, planner.chrome)
+    return Site(
+        pages=pages,
+        redirects=planner.redirects(),
+        assets=dict(sorted(assets.items())),
+        renamed=renamed,
+    )
+
+
+def _page_plans(
+    drafts: list[_Draft], settings: Mapping[str, Any], info: SiteInfo, chrome: Chrome
+) -> list[PagePlan]:
+    """Return the drafts as page plans with their keys."""
     # Site chrome (navigation, footer links) is on every page: part of every key via ``base``.
-    base = _hash("|".join((template_digest(settings), info.digest, planner.chrome.digest)))
-    pages = [
+    base = _hash("|".join((template_digest(settings), info.digest, chrome.digest)))
+    return [
         PagePlan(
             path=draft.path,
-            key=_hash(
-                f"{base}|{draft.template}|{draft.path}|{_context_fingerprint(draft.context)}"
-            ),
+            key_value=None,
             template=draft.template,
             context=draft.context,
             indexable=draft.indexable,
+            key_base=base,
         )
         for draft in drafts
     ]
-    return Site(pages=pages, redirects=planner.redirects(), assets=dict(sorted(assets.items())))
+
+
+def plan_changes(
+    settings: Mapping[str, Any],
+    content: Content,
+    rows: CatalogRows,
+    changed: set[str],
+    previous: Mapping[str, tuple[str, bool]],
+    renamed: Mapping[str, tuple[str, str]],
+    base_url: str | None = None,
+) -> Site | None:
+    """Plan only the pages that show the ``changed`` products, after a stock-only change.
+
+    Valid when nothing but the stock and sellable columns of some variants changed since
+    the site whose pages were ``previous`` (URL path -> key, indexable) and ``renamed``:
+    titles, lists and their order then stay as they were. The pages that show a changed
+    product (its page, the category pages listing it, the product pages relating it, the
+    comparisons and guides showing it, and the home page) are planned afresh; every other
+    page keeps its previous key and is not planned. Returns None when the pages planned
+    are not all pages the previous site had (plan the whole site then).
+    """
+    with _collector_paused():
+        info = site_info(settings, base_url)
+        urls = site_urls(info)
+        catalog = lazy_catalog(rows, content, urls)
+        planner = _Planner(settings, content, catalog, urls, info)
+        drafts = planner.drafts_showing(changed)
+        if planner.errors:
+            return None
+        for draft in drafts:
+            names = renamed.get(draft.path)
+            if names is not None:
+                draft.context["page"] = draft.context["page"]._replace(
+                    title=names[0], description=names[1]
+                )
+        planned = _page_plans(drafts, settings, info, planner.chrome)
+        paths = {page.path for page in planned}
+        if len(paths) != len(planned) or not paths <= previous.keys():
+            return None
+        pages = planned + [
+            PagePlan(path=path, key_value=key, template="", context={}, indexable=indexable)
+            for path, (key, indexable) in previous.items()
+            if path not in paths
+        ]
+        assets = theme_assets(settings)
+        assets.update(content.assets)
+        return Site(
+            pages=pages,
+            redirects=planner.redirects(),
+            assets=dict(sorted(assets.items())),
+            renamed=dict(renamed),
+        )
 
 
 class _Planner:
@@ -1132,7 +1249,7 @@ class _Planner:
         self.urls = urls
         self.info = info
         # One site-wide order (title, then handle) that every list follows.
-        self.ordered = sorted(self.views.values(), key=_sort_key)
+        self.ordered = sorted(catalog.summaries, key=_sort_key)
         self.rank = {view.handle: index for index, view in enumerate(self.ordered)}
         self._rings: dict[tuple[str, str], tuple[list[str], dict[str, int]]] = {}
         self.page_size = info.category_page_size
@@ -1169,7 +1286,8 @@ class _Planner:
         by_tag: dict[str, list[str]] = defaultdict(list)
         tags = self.catalog.tags
         by_category: dict[str, list[str]] = defaultdict(list)
-        for handle, view in self.views.items():
+        for view in self.catalog.summaries:
+            handle = view.handle
             if view.product_type:
                 by_type[view.product_type.casefold()].append(handle)
             for tag in tags.get(handle, ()):
@@ -1194,6 +1312,10 @@ class _Planner:
 
     def related(self, view: ProductView) -> list[Card]:
         """Return the related products: front matter ``related``, else category neighbours."""
+        return [self.views[h].card for h in self.related_handles(view)]
+
+    def related_handles(self, view: Any) -> list[str]:
+        """Return the handles ``related`` shows (``view`` needs a handle and a product type)."""
         if self.related_count == 0:
             return []
         doc = self.content.products.get(view.handle)
@@ -1207,9 +1329,9 @@ class _Planner:
             count = min(self.related_count, len(ring))
             chosen = [ring[(start + step) % len(ring)] for step in range(1, count + 1)]
         chosen = [h for h in dict.fromkeys(chosen) if h != view.handle]
-        return [self.views[h].card for h in chosen[: self.related_count]]
+        return chosen[: self.related_count]
 
-    def _ring(self, view: ProductView) -> tuple[list[str], dict[str, int]]:
+    def _ring(self, view: Any) -> tuple[list[str], dict[str, int]]:
         """Return the product's neighbours list (its category, else its type) and positions."""
         slug = self.primary.get(view.handle)
         key = ("category", slug) if slug else ("type", view.product_type.casefold())
@@ -1281,6 +1403,45 @@ class _Planner:
         drafts.append(self.error_page(GONE_PATH, "pages/410.html.j2", "This page is gone"))
         return drafts
 
+    def drafts_showing(self, changed: set[str]) -> list[_Draft]:
+        """Return the pages that show any of the ``changed`` live products, and home."""
+        changed = {handle for handle in changed if handle in self.views}
+        compared: dict[str, list[str]] = defaultdict(list)
+        for slug, pair in self.comparisons.items():
+            for handle in pair:
+                compared[handle].append(slug)
+        comparison_drafts: dict[str, _Draft | None] = {}
+
+        def comparison(slug: str) -> _Draft | None:
+            if slug not in comparison_drafts:
+                comparison_drafts[slug] = self.comparison(slug, *self.comparisons[slug])
+            return comparison_drafts[slug]
+
+        drafts = [self.home()]
+        products = set(changed)
+        for view in self.ordered:
+            if changed.intersection(self.related_handles(view)):
+                products.add(view.handle)
+        for handle in sorted(products):
+            links = []
+            for slug in compared.get(handle, []):
+                draft = comparison(slug)
+                if draft is not None:
+                    links.append(Link(draft.path, draft.context["page_title"]))
+            drafts.append(self.product(self.views[handle], links))
+        for slug in sorted(self.content.categories):
+            if changed.intersection(self.members[slug]):
+                drafts.extend(self.category(slug))
+        for slug in self.comparisons:
+            if changed.intersection(self.comparisons[slug]):
+                draft = comparison(slug)
+                if draft is not None:
+                    drafts.append(draft)
+        for slug in sorted(self.content.guides):
+            if changed.intersection(self.content.guides[slug].meta.get("products") or []):
+                drafts.append(self.guide(slug))
+        return drafts
+
     def _context(
         self, kind: str, meta: PageMeta, crumbs: list[Crumb], **values: Any
     ) -> dict[str, Any]:
@@ -1312,8 +1473,9 @@ class _Planner:
             for slug in sorted(content.guides)
         ]
         ordered = self.ordered
-        back_soon = [v.card for v in ordered if v.state == "back_soon"][: self.highlights]
-        coming_soon = [v.card for v in ordered if v.state == "coming_soon"][: self.highlights]
+        views = self.views
+        back_soon = [v.handle for v in ordered if v.state == "back_soon"][: self.highlights]
+        coming_soon = [v.handle for v in ordered if v.state == "coming_soon"][: self.highlights]
         title = self.info.name or "Home"
         if self.info.description:
             title = f"{self.info.name} – {self.info.description}"
@@ -1331,8 +1493,8 @@ class _Planner:
                 [],
                 categories=categories,
                 guides=guides,
-                back_soon=back_soon,
-                coming_soon=coming_soon,
+                back_soon=[views[h].card for h in back_soon],
+                coming_soon=[views[h].card for h in coming_soon],
             ),
         )
 
@@ -1617,8 +1779,12 @@ def _price_text(low: Decimal | None, high: Decimal | None, currency: str) -> str
     return f"{format_money(low, currency)} – {format_money(high, currency)}"
 
 
-def _make_unique(drafts: list[_Draft]) -> None:
-    """Give every indexable page its own title and description (search engines need both)."""
+def _make_unique(drafts: list[_Draft]) -> dict[str, tuple[str, str]]:
+    """Give every indexable page its own title and description (search engines need both).
+
+    Returns the final title and description of each page that was given new ones.
+    """
+    renamed: set[str] = set()
     for attribute in ("title", "description"):
         groups: dict[str, list[_Draft]] = defaultdict(list)
         for draft in drafts:
@@ -1636,6 +1802,13 @@ def _make_unique(drafts: list[_Draft]) -> None:
                     draft.context["page"] = meta._replace(title=unique)
                 else:
                     draft.context["page"] = meta._replace(description=unique)
+                renamed.add(draft.path)
+    result = {}
+    for draft in drafts:
+        if draft.path in renamed:
+            meta = draft.context["page"]
+            result[draft.path] = (meta.title, meta.description)
+    return result
 
 
 # --------------------------------------------------------------------------- structured data

@@ -269,3 +269,14 @@ def bundled_path(name: str) -> Path:
     if installed[name].is_dir():
         return installed[name]
     return source[name]
+
+
+def template_dirs(settings: Mapping[str, Any]) -> list[Path]:
+    """Return the template folders in lookup order: the store's ``TEMPLATES_DIR``, the theme."""
+    theme = bundled_path("theme")
+    folders = []
+    override = Path(str(settings.get("TEMPLATES_DIR") or "templates"))
+    if override.is_dir() and override.resolve() != theme.resolve():
+        folders.append(override)
+    folders.append(theme)
+    return folders

@@ -51,7 +51,7 @@ from engine.models import (
     Suppression,
     Variant,
 )
-from engine.pages import format_money
+from engine.pages import consent_version, format_money
 from engine.settings import DEFAULTS
 from engine.tracking import classify_source
 from engine.urls import SiteURLs
@@ -145,11 +145,6 @@ def suppress(session: Session, secret: str, address: str, reason: str, now: dt.d
 
 
 # --------------------------------------------------------------------------- consent
-
-
-def consent_version(text: str) -> str:
-    """Return the version of a consent wording: a short digest, so any edit is a new version."""
-    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:16]
 
 
 def record_consent_text(session: Session | Connection, text: str, now: dt.datetime) -> str:

@@ -155,3 +155,44 @@ def test_bad_arguments_are_usage_errors(app: Flask, args: list[str]) -> None:
     result = app.test_cli_runner().invoke(args=args)
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_build_command_starts_without_the_web_app(tmp_path: Path) -> None:
+    """``engine build`` upgrades a new SQLite database, builds, and rebuilds lightly."""
+    instance = tmp_path / "instance"
+    (tmp_path / "content").mkdir()
+    env = {
+        **os.environ,
+        "ENGINE_INSTANCE_PATH": str(instance),
+        "ENGINE_CONTENT_DIR": str(tmp_path / "content"),
+    }
+    first = subprocess.run(
+        [sys.executable, "-m", "engine", "build"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("written ")
+    assert (instance / "site" / "index.html").is_file()
+    code = (
+        "import sys\n"
+        "sys.argv = ['engine', 'build']\n"
+        "from engine.__main__ import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print('loaded:', *[m for m in ('flask', 'werkzeug', 'sqlalchemy', 'jinja2', "
+        "'markdown_it', 'alembic') if m in sys.modules])\n"
+    )
+    again = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "nothing changed: the published site was left as it was" in again.stdout
+    assert again.stdout.splitlines()[-1] == "loaded:"
+    help_text = subprocess.run(
+        [sys.executable, "-m", "engine", "build", "--help"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert help_text.returncode == 0 and "--base-url" in help_text.stdout

@@ -284,6 +284,22 @@ def test_full_renders_everything_but_rewrites_only_changed_files(
     assert report.written == 1
 
 
+def test_a_file_deleted_from_the_live_site_is_named_and_full_restores_it(
+    build: Build, tmp_path: Path
+) -> None:
+    pages = catalog()
+    build(Site(pages))
+    out = tmp_path / "site"
+    (out / "products/p3/index.html").unlink()
+    pages[1] = page("/products/p0/", "Product 0", "changed copy")
+    with pytest.raises(PublishError, match=r"products/p3/index\.html is missing .*--full"):
+        build(Site(pages))
+    assert os.readlink(out) == ".site.generations/1/site"
+    report = build(Site(pages), full=True)
+    assert report.changed and (out / "products/p3/index.html").is_file()
+    assert b"changed copy" in (out / "products/p0/index.html").read_bytes()
+
+
 def test_removed_pages_are_deleted(build: Build, tmp_path: Path) -> None:
     pages = catalog(3)
     build(Site(pages))
@@ -815,6 +831,37 @@ def test_a_stock_change_rewrites_only_the_pages_that_show_it(demo: Flask, db: Da
     assert report.written == len(changed) < len(after) // 4
     assert report.rendered < len(after) // 2
     assert all(after[p]["sha256"] == before[p]["sha256"] for p in after if p not in changed)
+
+
+def test_stock_changes_plan_only_their_pages_and_equal_a_fresh_build(
+    demo: Flask, db: Database, tmp_path: Path
+) -> None:
+    build_demo_site(demo, db)
+    out = Path(demo.config["OUTPUT_DIR"])
+    rng = random.Random(7)
+    with db.session() as session:
+        skus = session.scalars(
+            select(Variant.sku).join(Product).where(Product.status == "active")
+            .order_by(Variant.sku)
+        ).all()  # fmt: skip
+    for step in range(6):
+        with db.session() as session:
+            for sku in rng.sample(skus, rng.choice([1, 1, 3])):
+                variant = session.scalars(select(Variant).where(Variant.sku == sku)).one()
+                set_stock(session, variant, rng.choice([0, 0, 2, 9]), source="cli")
+        report = build_demo_site(demo, db)
+        assert report.partial, f"step {step}"
+        fresh = build_demo_site(demo, db, out=tmp_path / f"fresh-{step}")
+        assert not fresh.partial
+        assert site_files(out) == site_files(tmp_path / f"fresh-{step}"), f"step {step}"
+    # Anything besides stock (here a title) plans the whole site again.
+    with db.session() as session:
+        product = session.scalars(select(Product).where(Product.status == "active")).first()
+        assert product is not None
+        product.title = "Renamed " + product.title
+    report = build_demo_site(demo, db)
+    assert not report.partial and report.written >= 1
+    assert site_files(out) == site_files(build_demo_site(demo, db, out=tmp_path / "f").output)
 
 
 def test_cli_build_prints_counts_and_time(demo: Flask, runner: FlaskCliRunner) -> None:

@@ -20,6 +20,7 @@ import datetime as dt
 import gc
 import hashlib
 import os
+import pickle
 import re
 import subprocess
 import time
@@ -108,6 +109,8 @@ class BuildReport:
     generation: Path | None = None
     publish: str = "not configured"
     phases: dict[str, float] = field(default_factory=dict)
+    #: True when only the pages showing products whose stock changed were planned.
+    partial: bool = False
 
 
 def today_in(settings: Mapping[str, Any]) -> str:
@@ -145,12 +148,14 @@ def publish_site(
     fingerprint: str = "",
     inputs: str = "",
     parallel_min_pages: int = PARALLEL_MIN_PAGES,
+    record: Mapping[str, Any] | None = None,
 ) -> BuildReport:
     """Write a planned site as a new generation (only if something changed) and switch to it.
 
     ``fingerprint`` names the rendering code (a new one re-renders every page) and
     ``inputs`` everything the plan was made from (see ``site_inputs``), recorded so the
-    next build with the same inputs can skip planning.
+    next build with the same inputs can skip planning. ``record`` is kept in the manifest
+    as ``plan`` (what the next build needs to plan only the pages a stock change shows).
     """
     started = time.perf_counter()
     folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
@@ -166,7 +171,7 @@ def publish_site(
         return _publish_locked(
             site, plan, settings, folder, base, command, started,
             render=render, full=full, today=today, fingerprint=fingerprint, inputs=inputs,
-            progress=progress, parallel_min_pages=parallel_min_pages,
+            progress=progress, parallel_min_pages=parallel_min_pages, record=record,
         )  # fmt: skip
     finally:
         gc.unfreeze()
@@ -188,6 +193,7 @@ def _publish_locked(
     inputs: str,
     progress: Callable[[int, int], None] | None,
     parallel_min_pages: int,
+    record: Mapping[str, Any] | None,
 ) -> BuildReport:
     """Build under the lock, then run PUBLISH_COMMAND if the site changed."""
     with folder.locked():
@@ -204,6 +210,7 @@ def _publish_locked(
                 inputs=inputs,
                 progress=progress,
                 parallel_min_pages=parallel_min_pages,
+                record=record,
             )
         except BaseException:
             staging.abandon()
@@ -258,6 +265,7 @@ class _Build:
         inputs: str,
         progress: Callable[[int, int], None] | None,
         parallel_min_pages: int,
+        record: Mapping[str, Any] | None = None,
     ) -> BuildReport:
         """Build and, if anything a visitor could see changed, switch to the new generation."""
         mark = time.perf_counter()
@@ -274,10 +282,14 @@ class _Build:
             self.relative[page.path] = relative
             is_page = entry is not None and entry.get("kind") == "page"
             live_sha.append(entry.get("sha256") if entry and is_page else None)
-            fresh = trust and is_page and entry is not None and entry.get("key") == page.key
-            if fresh and self.live_has(relative):
-                self.files[page.path] = entry  # type: ignore[assignment]
+            # The live generation holds what its manifest lists (only builds write it);
+            # --full re-checks every file.
+            if trust and is_page and entry is not None and entry.get("key") == page.key:
+                self.files[page.path] = entry
                 continue
+            if not page.template:
+                # A page a partial plan carried over from a site that is no longer live.
+                raise _CarriedPageStale(page.path)
             stale.append(index)
         self.phases["check"] = time.perf_counter() - mark
 
@@ -290,11 +302,11 @@ class _Build:
                         self.staging.root, render)  # fmt: skip
         workers = worker_count(self.settings)
         results = render_all(job, stale, workers, parallel_min_pages, progress)
-        for index, sha, written in results:
+        for index, sha, written, key in results:
             page = pages[index]
             entry = old_files.get(page.path) or {}
             lastmod = entry["lastmod"] if entry.get("sha256") == sha else today
-            self.files[page.path] = {"kind": "page", "key": page.key, "sha256": sha,
+            self.files[page.path] = {"kind": "page", "key": key, "sha256": sha,
                                      "lastmod": lastmod}  # fmt: skip
             if written:
                 self.to_write[page.path] = None
@@ -313,6 +325,8 @@ class _Build:
             "inputs": inputs,
             "files": self.files,
         }
+        if record is not None:
+            manifest["plan"] = record
         report = BuildReport(
             written=len(self.to_write),
             unchanged=len(self.files) - len(self.to_write),
@@ -413,7 +427,20 @@ class _Build:
                 continue
             assert self.live_root is not None  # not written, so it is live already
             relative = self.relative[url_path]
-            link_file(os.path.join(self.live_root, relative), safe_join(root, relative))
+            source = os.path.join(self.live_root, relative)
+            try:
+                link_file(source, safe_join(root, relative))
+            except FileNotFoundError:
+                if os.path.exists(source):
+                    raise
+                raise PublishError(
+                    f"{source} is missing from the live site (removed by hand?); "
+                    "run `engine build --full` to write every file again"
+                ) from None
+
+
+class _CarriedPageStale(PublishError):
+    """A partially planned site met a live generation other than the one it was planned on."""
 
 
 def _is_rule_file(url_path: str) -> bool:
@@ -464,25 +491,52 @@ def _publish(
     )
 
 
+def content_files_digest(content_dir: Path) -> str:
+    """Return a digest of every file under the content folder: names and bytes, unparsed.
+
+    Parsing the Markdown is most of what loading content costs; an unchanged folder needs
+    none of it (the last build that recorded this digest parsed it without errors).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    root = os.fspath(content_dir)
+    if not os.path.isdir(root):
+        digest.update(b"missing" if not os.path.exists(root) else b"not a folder")
+        return digest.hexdigest()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        relative = os.path.relpath(dirpath, root)
+        digest.update(f"\x01{relative}\x01{len(dirnames)}".encode())
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as handle:
+                data = handle.read()
+            digest.update(f"\x00{name}\x00{len(data)}\x00".encode() + data)
+    return digest.hexdigest()
+
+
 def site_inputs(
-    session: Session,
     settings: Mapping[str, Any],
-    content: Any,
+    content_digest: str,
     base_url: str,
     fingerprint: str,
+    rows_digest: str,
 ) -> str:
     """Return a digest of everything ``plan_site`` reads, so an unchanged site is not re-planned.
 
     Covers the rendering code, the settings, today's date (offers carry a price-valid-until
-    date), the content files, every file of the theme folders and every row of the tables
-    the plan reads (``PLANNED_TABLES``; a test fails when the plan starts reading another).
+    date), the content files (``content_files_digest``), every file of the theme folders and
+    the catalog rows the plan reads (``CatalogRows.digest``; a test fails when the plan
+    starts reading another table than ``PLANNED_TABLES``).
     """
-    from engine.pages import template_dirs
+    from engine.settings import DEFAULTS, template_dirs
 
     digest = hashlib.sha256()
     plain = (str, int, float, bool, list, dict, tuple, type(None))
-    values = sorted((k, v) for k, v in settings.items() if isinstance(v, plain))
-    for part in (fingerprint, base_url, today_in(settings), content.digest, values):
+    # The engine's settings only: a web framework's own configuration keys are no input.
+    values = sorted(
+        (k, v) for k, v in settings.items() if k in DEFAULTS and isinstance(v, plain)
+    )
+    for part in (fingerprint, base_url, today_in(settings), content_digest, values, rows_digest):
         digest.update(repr(part).encode() + b"\x00")
     for folder in template_dirs(settings):
         for dirpath, dirnames, filenames in os.walk(folder):
@@ -491,23 +545,21 @@ def site_inputs(
                 stat = os.stat(os.path.join(dirpath, name))
                 entry = (os.path.join(dirpath, name), stat.st_size, stat.st_mtime_ns)
                 digest.update(repr(entry).encode())
-    connection = session.connection()
-    for table in PLANNED_TABLES:
-        # Raw rows: no JSON or number decoding, just their text, in a stable order.
-        result = connection.exec_driver_sql(f"SELECT * FROM {table} ORDER BY id")
-        for row in result:
-            digest.update(repr(tuple(row)).encode())
     return digest.hexdigest()
 
 
-#: The tables ``plan_site`` reads; ``site_inputs`` digests their rows.
+#: The tables ``plan_site`` reads (through ``engine.catalog_rows.read_catalog``).
 PLANNED_TABLES = ("product", "variant")
 
 
 def reuse_unchanged_site(
     settings: Mapping[str, Any], out: Path | None, inputs: str
 ) -> BuildReport | None:
-    """Return a report for a live site built from exactly these inputs, or None to build."""
+    """Return a report for a live site built from exactly these inputs, or None to build.
+
+    The live generation is trusted to hold what its manifest lists (only builds write
+    generations); ``--full`` re-renders and re-checks every file.
+    """
     folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
     if folder.live() is None:
         return None
@@ -516,10 +568,9 @@ def reuse_unchanged_site(
         manifest = read_manifest(live)
         if live is None or not inputs or manifest.get("inputs") != inputs:
             return None
-        root = live / "site"
-        files = manifest["files"]
-        if not all(os.path.isfile(root / file_for_path(path)) for path in files):
+        if not (live / "site").is_dir():
             return None
+        files = manifest["files"]
         report = BuildReport(
             written=0,
             unchanged=len(files),
@@ -535,7 +586,7 @@ def reuse_unchanged_site(
 
 
 def build_site(
-    session: Session,
+    session: Session | Any,
     settings: Mapping[str, Any],
     *,
     out: Path | None = None,
@@ -543,17 +594,25 @@ def build_site(
     base_url: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BuildReport:
-    """Load content, plan the site and publish it; raises ContentErrors before writing anything."""
-    from engine.content import load_content
-    from engine.pages import make_environment, plan_site, render_page
+    """Load content, plan the site and publish it; raises ContentErrors before writing anything.
+
+    ``session`` reads the catalog: a SQLAlchemy session, or a ``sqlite3`` connection.
+    When only stock columns changed since the live site was built, only the pages that
+    show the changed products are planned (``engine.pages.plan_changes``).
+    """
+    from engine.catalog_rows import read_catalog
 
     started = time.perf_counter()
     base = check_base_url(base_url or str(settings["SITE_URL"]))
     OutputFolder(Path(out or settings["OUTPUT_DIR"])).live()
-    content = load_content(Path(str(settings["CONTENT_DIR"])))
-    loaded = time.perf_counter()
+    content_dir = Path(str(settings["CONTENT_DIR"]))
     fingerprint = code_fingerprint()
-    inputs = site_inputs(session, settings, content, base, fingerprint)
+    rows = read_catalog(session)
+    content_digest = content_files_digest(content_dir)
+    # Everything but the stock columns: equal to the live site's, a stock change it is.
+    shape = site_inputs(settings, content_digest, base, fingerprint, rows.shape_digest())
+    inputs = hashlib.sha256(f"{shape}|{rows.digest()}".encode()).hexdigest()
+    digested = time.perf_counter()
     if not full:
         try:
             reused = reuse_unchanged_site(settings, out, inputs)
@@ -562,46 +621,129 @@ def build_site(
             raise
         if reused is not None:
             reused.seconds = time.perf_counter() - started
-            reused.phases = {
-                "content": loaded - started,
-                "inputs": reused.seconds - loaded + started,
-            }
+            reused.phases = {"inputs": reused.seconds}
             return reused
-    digested = time.perf_counter()
-    site = plan_site(session, settings, content, base_url=base)
+
+    from engine.pages import make_environment, plan_changes, plan_site, render_page
+
+    folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
+    content = load_content_cached(content_dir, content_digest, fingerprint, folder.generations)
+    loaded = time.perf_counter()
+    site = None
+    stock = rows.stock()
+    if not full:
+        previous = read_manifest(folder.live())
+        changes = _stock_changes(previous, shape, rows, stock)
+        if changes is not None:
+            changed, pages, renamed = changes
+            site = plan_changes(settings, content, rows, changed, pages, renamed, base_url=base)
+    partial = site is not None
+    if site is None:
+        site = plan_site(session, settings, content, base_url=base, rows=rows)
+    record = {
+        "shape": shape,
+        "stock": stock,
+        "renamed": site.renamed,
+        "noindex": sorted(page.path for page in site.pages if not page.indexable),
+    }
+    del rows
     planned = time.perf_counter()
     environment = make_environment(settings, base_url=base)
 
     def render(plan: Any) -> bytes:
         return render_page(environment, plan)
 
+    def publish(site: Any) -> BuildReport:
+        return publish_site(
+            site, settings, render=render, out=out, full=full, base_url=base,
+            progress=progress, fingerprint=fingerprint, inputs=inputs, record=record,
+        )  # fmt: skip
+
     try:
-        report = publish_site(
-            site,
-            settings,
-            render=render,
-            out=out,
-            full=full,
-            base_url=base,
-            progress=progress,
-            fingerprint=fingerprint,
-            inputs=inputs,
-        )
+        try:
+            report = publish(site)
+        except _CarriedPageStale:
+            # Another build switched the site after this one read it: plan everything.
+            site = plan_site(session, settings, content, base_url=base)
+            record["renamed"] = site.renamed
+            report = publish(site)
     except PublishCommandError as exc:
-        _add_planning_time(exc.report, started, loaded, digested, planned)
+        _add_planning_time(exc.report, started, digested, loaded, planned)
         raise
-    _add_planning_time(report, started, loaded, digested, planned)
+    _add_planning_time(report, started, digested, loaded, planned)
+    report.partial = partial
     return report
 
 
+def load_content_cached(content_dir: Path, digest: str, fingerprint: str, cache: Path) -> Any:
+    """Return ``load_content(content_dir)``, from the last build's copy when the files match.
+
+    Parsing the Markdown of hundreds of files is most of what a stock change's build would
+    spend on content. The parsed content is kept beside the generations (a pickle the
+    engine writes there itself), named by the files' digest, the folder and the code.
+    """
+    from engine.content import load_content
+
+    key = hashlib.sha256(f"{digest}|{content_dir.resolve()}|{fingerprint}".encode()).hexdigest()
+    path = cache / f".content-{key[:32]}.pickle"
+    try:
+        with open(path, "rb") as handle:
+            return pickle.load(handle)
+    except FileNotFoundError:
+        pass
+    except Exception:  # unreadable (an interrupted write, another Python): parse again
+        pass
+    content = load_content(content_dir)
+    if cache.is_dir():
+        temp = cache / f".content-{os.getpid()}.tmp"
+        with open(temp, "wb") as handle:
+            pickle.dump(content, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temp, path)
+        for old in cache.glob(".content-*.pickle"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    return content
+
+
+def _stock_changes(
+    previous: Mapping[str, Any], shape: str, rows: Any, now: str
+) -> tuple[set[str], dict[str, tuple[str, bool]], dict[str, tuple[str, str]]] | None:
+    """Return the handles whose stock changed since the live site, or None to plan it all.
+
+    Also returns the live pages (URL path -> key, indexable) and renamed page titles.
+    """
+    record = previous.get("plan")
+    if not isinstance(record, dict) or record.get("shape") != shape:
+        return None
+    stock = record.get("stock")
+    if not isinstance(stock, str):
+        return None
+    before, current = stock.split(";"), now.split(";")
+    if len(before) != len(current) or (rows.variants and len(current) != len(rows.variants)):
+        return None
+    changed_ids = {
+        row[0] for row, new, old in zip(rows.variants, current, before, strict=False)
+        if new != old
+    }  # fmt: skip
+    handles = {row[1] for row in rows.products if row[0] in changed_ids}
+    noindex = set(record.get("noindex") or [])
+    pages = {
+        path: (str(entry.get("key")), path not in noindex)
+        for path, entry in previous.get("files", {}).items()
+        if entry.get("kind") == "page"
+    }
+    renamed = {path: (names[0], names[1]) for path, names in record["renamed"].items()}
+    return handles, pages, renamed
+
+
 def _add_planning_time(
-    report: BuildReport, started: float, loaded: float, digested: float, planned: float
+    report: BuildReport, started: float, digested: float, loaded: float, planned: float
 ) -> None:
-    """Count loading content, digesting inputs and planning in a report's time and phases."""
+    """Count digesting inputs, loading content and planning in a report's time and phases."""
     report.phases = {
-        "content": loaded - started,
-        "inputs": digested - loaded,
-        "plan": planned - digested,
+        "inputs": digested - started,
+        "content": loaded - digested,
+        "plan": planned - loaded,
         **report.phases,
     }
     report.seconds += planned - started

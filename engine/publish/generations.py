@@ -99,50 +99,83 @@ class OutputFolder:
         os.replace(temp, self.out)
 
 
+#: The last manifest read, by its file's identity: one build reads the live one several
+#: times (unchanged check, planning, publishing). A manifest is only ever replaced by a
+#: rename, so a new one is a new inode.
+_LAST_READ: tuple[tuple[str, int, int, int], dict[str, Any]] | None = None
+
+
 def read_manifest(generation: Path | None) -> dict[str, Any]:
-    """Return a generation's manifest; an unreadable one means "render everything"."""
+    """Return a generation's manifest; an unreadable one means "render everything".
+
+    The result may be shared with earlier readers of the same file: change a copy.
+    """
+    global _LAST_READ
     empty: dict[str, Any] = {"version": MANIFEST_VERSION, "files": {}}
     if generation is None:
         return empty
+    path = str(generation / MANIFEST_NAME)
     try:
-        data = json.loads((generation / MANIFEST_NAME).read_bytes())
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            identity = (path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if _LAST_READ is not None and _LAST_READ[0] == identity:
+                return _LAST_READ[1]
+            data = json.loads(handle.read())
     except (OSError, ValueError):
         return empty
     if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
         return empty
+    _LAST_READ = (identity, data)
     return data
 
 
 def write_manifest(generation: Path, manifest: Mapping[str, Any]) -> None:
     """Replace a generation's manifest atomically (it sits beside the site, not in it)."""
+    global _LAST_READ
+    _LAST_READ = None
     data = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     temp = generation / f".{MANIFEST_NAME}.{os.getpid()}"
     temp.write_bytes(data)
     os.replace(temp, generation / MANIFEST_NAME)
 
 
-def write_file(root: str, relative: str, data: bytes) -> None:
+def write_file(root: str, relative: str, data: bytes, *, fresh: bool = False) -> None:
     """Write a file into a generation that is not live, as a new inode.
 
     An existing file may be a hard link shared with the live site, so it is replaced by
-    rename, never opened for writing.
+    rename, never opened for writing. ``fresh`` says the folder tree is being made from
+    nothing (a first build), where a page's own folder is almost never there yet.
     """
     path = safe_join(root, relative)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    if fresh:
+        # There already, or its parent is not: the general path below sorts either out.
+        with contextlib.suppress(OSError):
+            os.mkdir(os.path.dirname(path))
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, flags, 0o644)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, flags, 0o644)
     except FileExistsError:
         temp = f"{path}.{os.getpid()}.tmp"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as handle:
-            handle.write(data)
+        _write_all(os.open(temp, flags, 0o644), data)
         os.replace(temp, path)
         return
-    with open(fd, "wb") as handle:
-        handle.write(data)
+    _write_all(fd, data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte to a new file descriptor and close it (no buffered file object)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def link_file(source: str, destination: str) -> None:

@@ -147,6 +147,12 @@ def plan_output(site: PlannedSite) -> OutputPlan:
 
     page_files: list[str] = []
     for page in site.pages:
+        if not page.template:
+            # Carried over unchanged from the live site, whose paths were checked together
+            # when it was planned (a partial plan has exactly the live site's pages).
+            relative = page.path[1:] + ("index.html" if page.path.endswith("/") else "")
+            page_files.append(relative)
+            continue
         relative = _check_site_path(page.path, "page")
         claim(page.path, relative, "page")
         page_files.append(relative)

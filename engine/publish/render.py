@@ -2,7 +2,7 @@
 
 Workers inherit the plan through ``fork`` (nothing is pickled but page indices and
 digests), render, hash, and write the pages whose bytes changed straight into the
-staged generation; the parent only collects ``(index, sha256, written)``.
+staged generation; the parent only collects ``(index, sha256, written, key)``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from engine.publish.generations import write_file
 #: Below this many stale pages, forking workers costs more than it saves.
 PARALLEL_MIN_PAGES = 400
 
-Result = tuple[int, str, bool]
+#: (page index, sha256 of its bytes, written, the page's key)
+Result = tuple[int, str, bool, str]
 
 
 @dataclass
@@ -73,13 +75,16 @@ def render_indices(job: RenderJob, indices: Sequence[int]) -> tuple[list[Result]
             or not os.path.isfile(os.path.join(job.live_root, relative))
         )
         if write:
-            write_file(job.staged_root, relative, data)
-        results.append((index, sha, write))
+            write_file(job.staged_root, relative, data, fresh=job.live_root is None)
+        # A page's key may be computed on first use: here, in the worker, not in the parent.
+        results.append((index, sha, write, page.key))
     return results, None
 
 
 def _worker_start() -> None:
     """Make a forked worker refuse database work: the parent's session is not its to use."""
+    if "sqlalchemy.orm" not in sys.modules:
+        return  # no session in this process (a build reading SQLite directly)
     from sqlalchemy import event
     from sqlalchemy.orm import Session
 

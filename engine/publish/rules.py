@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from urllib.parse import quote
-from xml.sax.saxutils import escape
 
 from engine.publish.paths import SERVICE_PREFIXES, PlannedRedirect
 
@@ -17,6 +16,17 @@ NETLIFY_REDIRECTS_PATH = "/_redirects"
 NGINX_REDIRECTS_PATH = "/redirects.nginx.conf"
 NOT_FOUND_PATH = "/404.html"
 _XML_QUOTES = {'"': "&quot;", "'": "&apos;"}
+
+
+def escape(text: str, entities: dict[str, str]) -> str:
+    """Escape ``&``, ``<``, ``>`` and the given characters for XML (as ``xml.sax.saxutils``).
+
+    Written out: ``xml.sax.saxutils`` imports ``urllib.request`` and ``http.client``.
+    """
+    text = text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
+    for char, entity in entities.items():
+        text = text.replace(char, entity)
+    return text
 
 
 def absolute_url(base_url: str, url_path: str) -> str:
