@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 LUA = r"""
@@ -129,29 +130,27 @@ def _load() -> str:
         return "?"
 
 
-def main() -> None:
-    """Run the benchmark and print events/s, latency and the stored-count check."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--seconds", type=int, default=30)
-    parser.add_argument("--serve-threads", type=int, default=0, help="SERVE_THREADS (0: default)")
-    parser.add_argument("--work", type=Path, help="instance folder to use (default: a temp dir)")
-    args = parser.parse_args()
+@dataclass
+class LoadRun:
+    """What one wrk run against ``engine serve`` gave: wrk's output and the server's CPU."""
+
+    output: str
+    server_cpu: float
+    load_before: str
+    load_after: str
+
+
+def drive_serve(
+    args: argparse.Namespace, env: dict[str, str], work: Path, port: int, script: Path, path: str
+) -> LoadRun:
+    """Start ``engine serve --no-scheduler`` in ``work``, run wrk (``script``) against
+    ``path`` with ``args``' threads, connections and seconds, then stop the server."""
     wrk = shutil.which("wrk")
     if wrk is None:
         sys.exit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
     engine = shutil.which("engine", path=str(Path(sys.executable).parent)) or "engine"
-
-    work = args.work or Path(tempfile.mkdtemp(prefix="engine-ingest-"))
-    work.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    site = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, ENGINE_INSTANCE_PATH=str(work / "instance"), ENGINE_SITE_URL=site)
     if args.serve_threads:
-        env["ENGINE_SERVE_THREADS"] = str(args.serve_threads)
-    script = work / "events.lua"
-    script.write_text(LUA.replace("__SITE__", site), encoding="utf-8")
+        env = dict(env, ENGINE_SERVE_THREADS=str(args.serve_threads))
     # The server's output goes to a file: a pipe nobody reads would fill up and stall it.
     log = (work / "serve.log").open("wb")
     server = subprocess.Popen(
@@ -172,7 +171,7 @@ def main() -> None:
             "10s",
             "-s",
             str(script),
-            site + "/api/events",
+            f"http://127.0.0.1:{port}{path}",
         ]
         print("$", " ".join(command), file=sys.stderr)
         load_before = _load()
@@ -188,6 +187,28 @@ def main() -> None:
             server.kill()
             server.wait()
         log.close()
+    return LoadRun(output, server_cpu, load_before, load_after)
+
+
+def main() -> None:
+    """Run the benchmark and print events/s, latency and the stored-count check."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--serve-threads", type=int, default=0, help="SERVE_THREADS (0: default)")
+    parser.add_argument("--work", type=Path, help="instance folder to use (default: a temp dir)")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="engine-ingest-"))
+    work.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    site = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, ENGINE_INSTANCE_PATH=str(work / "instance"), ENGINE_SITE_URL=site)
+    script = work / "events.lua"
+    script.write_text(LUA.replace("__SITE__", site), encoding="utf-8")
+    run = drive_serve(args, env, work, port, script, "/api/events")
+    output, server_cpu = run.output, run.server_cpu
+    load_before, load_after = run.load_before, run.load_after
     result = json.loads(output.split("RESULT ", 1)[1].splitlines()[0])
     database = work / "instance" / "engine.sqlite3"
     with sqlite3.connect(database) as connection:

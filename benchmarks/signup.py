@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest import _free_port, _machine, _wait_for  # the events benchmark's server helpers
+from ingest import _free_port, _machine, drive_serve  # the events benchmark's server driver
 
 PRODUCT = "trail-tent"
 CATALOG = f"""handle,title,option1_name,option1_value,sku,price,stock,policy,image
@@ -129,15 +128,6 @@ end
 """
 
 
-def _cpu_seconds(pid: int) -> float:
-    """Return a process's CPU time so far (user + system), from /proc; 0 where unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _run(command: list[str], env: dict[str, str], cwd: Path) -> None:
     result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -149,9 +139,6 @@ def _phase(args: argparse.Namespace, rate: float, work: Path) -> tuple[dict[str,
     from engine.settings import DEFAULTS
     from engine.waitlist import consent_version
 
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        sys.exit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
     engine = shutil.which("engine", path=str(Path(sys.executable).parent)) or "engine"
     work.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -164,8 +151,6 @@ def _phase(args: argparse.Namespace, rate: float, work: Path) -> tuple[dict[str,
         ENGINE_TRUSTED_PROXIES="1",
     )
     env.pop("ENGINE_DATABASE_URL", None)
-    if args.serve_threads:
-        env["ENGINE_SERVE_THREADS"] = str(args.serve_threads)
     (work / "catalog.csv").write_text(CATALOG, encoding="utf-8")
     _run([engine, "db", "upgrade"], env, work)
     _run([engine, "catalog", "import", str(work / "catalog.csv")], env, work)
@@ -178,41 +163,8 @@ def _phase(args: argparse.Namespace, rate: float, work: Path) -> tuple[dict[str,
         .replace("__GAP_MS__", str(gap_ms)),
         encoding="utf-8",
     )
-    # The server's output goes to a file: a pipe nobody reads would fill up and stall it.
-    log = (work / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [engine, "serve", "--no-scheduler", "--port", str(port)],
-        env=env,
-        cwd=work,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_for(port, server)
-        command = [
-            wrk,
-            f"-t{args.threads}",
-            f"-c{args.connections}",
-            f"-d{args.seconds}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            site + "/api/waitlist",
-        ]
-        print("$", " ".join(command), file=sys.stderr)
-        cpu_before = _cpu_seconds(server.pid)
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-        server_cpu = _cpu_seconds(server.pid) - cpu_before
-        load = os.getloadavg()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+    run = drive_serve(args, env, work, port, script, "/api/waitlist")
+    output, server_cpu = run.output, run.server_cpu
     result = json.loads(output.split("RESULT ", 1)[1].splitlines()[0])
     database = work / "instance" / "engine.sqlite3"
     with sqlite3.connect(database) as connection:
@@ -262,7 +214,7 @@ def _phase(args: argparse.Namespace, rate: float, work: Path) -> tuple[dict[str,
             f"({'one each' if one_email_each else 'MISMATCH'})"
         ),
         "server CPU per request": f"{server_cpu * 1000 / max(1, result['requests']):.2f} ms",
-        "load average after (1/5/15 min)": " / ".join(f"{value:.2f}" for value in load),
+        "load average after (1/5/15 min)": run.load_after,
     }
     return column, every_2xx_stored and one_email_each
 
