@@ -310,7 +310,7 @@ def run_job(
     """
     now = clock()
     if job.shared:
-        return _run_shared(db, settings, job, now)
+        return _run_body(db, settings, job, now)  # no lease, nothing kept in job_lock
     lease = float(settings["SCHEDULER_LEASE_SECONDS"])
     gap = 0.0 if force else max(0.0, job.interval(settings)) * DUE_FRACTION
     try:
@@ -323,15 +323,8 @@ def run_job(
         return JobRun(job.name, "skipped", error=str(exc))
     if not taken:
         return JobRun(job.name, "skipped")
-    started = time.monotonic()
-    error = ""
-    value: object = None
-    try:
-        value = job.run(db, settings, now)
-    except Exception as exc:
-        log.exception("job %s failed", job.name)
-        error = f"{type(exc).__name__}: {exc}"
-    seconds = time.monotonic() - started
+    run = _run_body(db, settings, job, now)
+    error, seconds = run.error, run.seconds
     try:
         with db.session() as session:
             kept = release_lease(session, job.name, owner, clock(), error)
@@ -344,22 +337,21 @@ def run_job(
     except SQLAlchemyError as exc:
         # The lease runs out by itself; only this run's record is lost.
         log.warning("job %s: could not record the run (%s)", job.name, exc)
-    log.debug("job %s %s in %.2f s", job.name, "failed" if error else "done", seconds)
-    return JobRun(job.name, "failed" if error else "done", seconds, error, value)
+    log.debug("job %s %s in %.2f s", job.name, run.outcome, seconds)
+    return run
 
 
-def _run_shared(
+def _run_body(
     db: Database, settings: Mapping[str, Any], job: ScheduledJob, now: dt.datetime
 ) -> JobRun:
-    """Run a shared job (no lease, nothing recorded in ``job_lock``); never raise."""
+    """Run a job's work once; a failure is logged and returned, never raised."""
     started = time.monotonic()
     try:
         value = job.run(db, settings, now)
     except Exception as exc:
         log.exception("job %s failed", job.name)
-        return JobRun(
-            job.name, "failed", time.monotonic() - started, f"{type(exc).__name__}: {exc}"
-        )
+        error = f"{type(exc).__name__}: {exc}"
+        return JobRun(job.name, "failed", time.monotonic() - started, error)
     return JobRun(job.name, "done", time.monotonic() - started, result=value)
 
 
