@@ -24,7 +24,7 @@ import html as html_lib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -99,12 +99,21 @@ _NOT_PAGE_TEMPLATES = ("emails/",)
 # --------------------------------------------------------------------------- public types
 
 
-@dataclass(frozen=True)
+#: Completes a page's context from the part planning keeps (``PagePlan.fill``).
+ContextFill = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class PagePlan:
     """One page: where it goes, how it renders, and the key of everything its bytes use.
 
     Made with ``key_base`` instead of a ``key``, the key is computed when first asked for:
     a first build asks in its render workers, in parallel, not while planning.
+
+    With a ``fill``, ``context`` holds only the page's ``PageMeta`` (under ``"page"``) and
+    ``fill(context)`` returns the whole context. Product pages are planned that way: their
+    related products, breadcrumbs and links are worked out when the page is rendered and
+    dropped after, so a plan of 100,000 products holds no per-page lists.
     """
 
     path: str
@@ -113,16 +122,29 @@ class PagePlan:
     context: dict[str, Any]
     indexable: bool = True
     key_base: str = ""
+    fill: ContextFill | None = field(default=None, compare=False, repr=False)
+    #: Where the page comes when pages are rendered (``Site.render_order``).
+    render_rank: int = field(default=0, compare=False)
 
     @property
     def key(self) -> str:
         """Return the digest of everything the page's bytes depend on."""
         if self.key_value is not None:
             return self.key_value
-        fingerprint = _context_fingerprint(self.context)
+        fingerprint = _context_fingerprint(self.full_context())
         key = _hash(f"{self.key_base}|{self.template}|{self.path}|{fingerprint}")
         object.__setattr__(self, "key_value", key)
         return key
+
+    def full_context(self) -> dict[str, Any]:
+        """Return everything the page's template is rendered with."""
+        return self.fill(self.context) if self.fill is not None else self.context
+
+    def materialized(self) -> PagePlan:
+        """Return this plan with its whole context, to render it and digest it once."""
+        if self.fill is None:
+            return self
+        return dataclasses.replace(self, context=self.full_context(), fill=None)
 
 
 @dataclass(frozen=True)
@@ -1060,14 +1082,15 @@ def lazy_catalog(rows: CatalogRows, content: Content, urls: SiteURLs) -> _Catalo
 # --------------------------------------------------------------------------- planning
 
 
-@dataclass
+@dataclass(slots=True)
 class _Draft:
-    """A page before titles are made unique and its key is computed."""
+    """A page before titles are made unique and its key is computed (``fill``: see PagePlan)."""
 
     path: str
     template: str
     context: dict[str, Any]
     indexable: bool = True
+    fill: ContextFill | None = None
 
 
 def _sort_key(view: Any) -> tuple[str, str]:
@@ -1152,7 +1175,7 @@ def _plan_site(
         raise ContentErrors(clashes)
     assets.update(content.assets)
     renamed = _make_unique(drafts)
-    pages = _page_plans(drafts, settings, info, planner.chrome)
+    pages = _page_plans(drafts, settings, info, planner.chrome, planner.render_order())
     return Site(
         pages=pages,
         redirects=planner.redirects(),
@@ -1162,11 +1185,17 @@ def _plan_site(
 
 
 def _page_plans(
-    drafts: list[_Draft], settings: Mapping[str, Any], info: SiteInfo, chrome: Chrome
+    drafts: list[_Draft],
+    settings: Mapping[str, Any],
+    info: SiteInfo,
+    chrome: Chrome,
+    order: Mapping[str, int] | None = None,
 ) -> list[PagePlan]:
-    """Return the drafts as page plans with their keys."""
+    """Return the drafts as page plans with their keys (``order``: render ranks by path)."""
     # Site chrome (navigation, footer links) is on every page: part of every key via ``base``.
     base = _hash("|".join((template_digest(settings), info.digest, chrome.digest)))
+    order = order or {}
+    last = len(order)
     return [
         PagePlan(
             path=draft.path,
@@ -1175,8 +1204,10 @@ def _page_plans(
             context=draft.context,
             indexable=draft.indexable,
             key_base=base,
+            fill=draft.fill,
+            render_rank=order.get(draft.path, last + index),
         )
-        for draft in drafts
+        for index, draft in enumerate(drafts)
     ]
 
 
@@ -1375,6 +1406,25 @@ class _Planner:
                 pairs[slug] = (handles[0], handles[1])
         return pairs
 
+    def render_order(self) -> dict[str, int]:
+        """Return the product and category pages by path, in the order to render them.
+
+        Each category's products in its listed order, each of its pages right after the
+        products it lists, then the products no category lists. Related products are the
+        next ones in that order, so neighbouring pages show the same product cards: a render
+        worker renders each card once for a run of pages, not once per page.
+        """
+        order: dict[str, int] = {}
+        for slug in sorted(self.members):
+            handles = self.members[slug]
+            for number, start in enumerate(range(0, len(handles), self.page_size), start=1):
+                for handle in handles[start : start + self.page_size]:
+                    order.setdefault(self.urls.product(handle), len(order))
+                order.setdefault(self.urls.category(slug, number), len(order))
+        for view in self.ordered:
+            order.setdefault(self.urls.product(view.handle), len(order))
+        return order
+
     # -- drafts
 
     def drafts(self) -> list[_Draft]:
@@ -1499,12 +1549,7 @@ class _Planner:
         )
 
     def product(self, view: ProductView, comparisons: list[Link]) -> _Draft:
-        """Plan a product page in any live state."""
-        crumbs = [Crumb("Home", "/")]
-        slug = self.primary.get(view.handle)
-        if slug:
-            crumbs.append(Crumb(_title(self.content.categories[slug]), self.urls.category(slug)))
-        crumbs.append(Crumb(view.title, view.path))
+        """Plan a product page in any live state (its lists are made when it is rendered)."""
         description = view.seo_description or plain_text(view.body_html or view.extra_html, 155)
         if not description:
             description = f"{view.title} from {self.info.name}."
@@ -1518,15 +1563,27 @@ class _Planner:
         return _Draft(
             view.path,
             PRODUCT_TEMPLATES[view.state],
-            self._context(
-                "product",
-                meta,
-                crumbs,
-                product=view,
-                related=self.related(view),
-                comparisons=comparisons,
-                guides=self.guides_by_product.get(view.handle, []),
-            ),
+            {"page": meta},
+            fill=functools.partial(self._product_context, view, comparisons),
+        )
+
+    def _product_context(
+        self, view: ProductView, comparisons: list[Link], planned: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Return a product page's whole context around its planned ``PageMeta``."""
+        crumbs = [Crumb("Home", "/")]
+        slug = self.primary.get(view.handle)
+        if slug:
+            crumbs.append(Crumb(_title(self.content.categories[slug]), self.urls.category(slug)))
+        crumbs.append(Crumb(view.title, view.path))
+        return self._context(
+            "product",
+            planned["page"],
+            crumbs,
+            product=view,
+            related=self.related(view),
+            comparisons=comparisons,
+            guides=self.guides_by_product.get(view.handle, []),
         )
 
     def category(self, slug: str) -> list[_Draft]:
@@ -1538,6 +1595,12 @@ class _Planner:
             handles[i : i + self.page_size] for i in range(0, len(handles), self.page_size)
         ] or [[]]
         pages = len(chunks)
+        # One list of page links, shared by all the category's pages (not one per page).
+        links = (
+            [Link(self.urls.category(slug, n), str(n)) for n in range(1, pages + 1)]
+            if pages > 1
+            else []
+        )
         drafts = []
         for number, chunk in enumerate(chunks, start=1):
             path = self.urls.category(slug, number)
@@ -1558,9 +1621,7 @@ class _Planner:
                 "pages": pages,
                 "previous": self.urls.category(slug, number - 1) if number > 1 else None,
                 "next": self.urls.category(slug, number + 1) if number < pages else None,
-                "links": [Link(self.urls.category(slug, n), str(n)) for n in range(1, pages + 1)]
-                if pages > 1
-                else [],
+                "links": links,
             }
             drafts.append(
                 _Draft(
@@ -1975,11 +2036,32 @@ def _offer(price: Decimal, availability: str, url: str, site: SiteInfo) -> dict[
 # --------------------------------------------------------------------------- rendering
 
 
+class PageRenderer:
+    """Renders planned pages with one environment (what ``engine build`` hands its workers)."""
+
+    def __init__(self, env: jinja2.Environment) -> None:
+        self.env = env
+
+    def __call__(self, plan: PagePlan) -> bytes:
+        """Render one page to bytes."""
+        return render_page(self.env, plan)
+
+    def prepare(self) -> None:
+        """Compile every page template now, once, before render workers are forked.
+
+        Each worker then starts with them compiled instead of compiling its own.
+        """
+        for name in self.env.list_templates(extensions=("j2",)):
+            if not name.startswith(_NOT_PAGE_TEMPLATES):
+                self.env.get_template(name)
+
+
 def render_page(env: jinja2.Environment, plan: PagePlan) -> bytes:
     """Render one planned page to UTF-8 bytes (deterministic: no clocks, no randomness)."""
     template = env.get_template(plan.template)
     site: SiteInfo = env.globals["site"]  # type: ignore[assignment]
     urls: SiteURLs = env.globals["urls"]  # type: ignore[assignment]
     splice = site.jsonld_fragments
-    jsonld = [jsonld_dumps(item, splice) for item in structured_data(plan.context, site, urls)]
-    return template.render(plan.context, jsonld=jsonld).encode("utf-8")
+    context = plan.full_context()
+    jsonld = [jsonld_dumps(item, splice) for item in structured_data(context, site, urls)]
+    return template.render(context, jsonld=jsonld).encode("utf-8")

@@ -414,6 +414,38 @@ def attribute(document: bytes, xpath: str) -> list[str]:
     return [str(value) for value in lxml_html.fromstring(document).xpath(xpath)]
 
 
+def test_product_pages_plan_their_lists_when_rendered(store: tuple[Flask, Session]) -> None:
+    app, session = store
+    site = plan(app, session)
+    product = site.page("/products/solo-tent/")
+    assert product is not None and product.fill is not None
+    assert list(product.context) == ["page"]  # the plan keeps only the page's meta
+    whole = product.materialized()
+    assert whole.fill is None and whole.context["product"].handle == "solo-tent"
+    assert [card.handle for card in whole.context["related"]]
+    assert whole.key == product.key
+    env = make_environment(app.config)
+    assert render_page(env, whole) == render_page(env, product)
+
+
+def test_category_pages_render_right_after_the_products_they_list(
+    store: tuple[Flask, Session],
+) -> None:
+    app, session = store
+    site = plan(app, session)
+    order = sorted(site.pages, key=lambda page: page.render_rank)
+    rank = {page.path: position for position, page in enumerate(order)}
+    assert len(set(rank.values())) == len(site.pages)
+    category_pages = [page for page in order if page.path.startswith("/categories/")]
+    assert len(category_pages) >= 2
+    for page in category_pages:
+        listed = [card.path for card in page.full_context()["products"]]
+        # Each page follows its own products, which follow the category's previous page.
+        assert [rank[path] for path in listed] == list(
+            range(rank[page.path] - len(listed), rank[page.path])
+        ) or not listed
+
+
 # ------------------------------------------------------------------ golden files
 
 GOLDEN_PAGES = {

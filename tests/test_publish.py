@@ -375,6 +375,45 @@ def test_parallel_rendering_writes_the_same_site(settings: dict[str, Any], tmp_p
     assert site_files(tmp_path / "serial") == site_files(tmp_path / "parallel")
 
 
+class PidRecorder(Renderer):
+    """Render like ``Renderer`` and note which process rendered each page."""
+
+    def __init__(self, log: Path) -> None:
+        super().__init__()
+        self.log = log
+        self.prepared = 0
+
+    def prepare(self) -> None:
+        self.prepared += 1
+
+    def __call__(self, plan: Page) -> bytes:
+        with self.log.open("a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return super().__call__(plan)
+
+
+def test_render_workers_are_replaced_by_fresh_forks_and_write_the_same_site(
+    settings: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.publish.render as render_module
+
+    # A worker renders one chunk (16 pages) and is replaced, sharing the parent's memory anew.
+    monkeypatch.setattr(render_module, "PAGES_PER_WORKER", 16)
+    pages = catalog(200)
+    publish_site(Site(pages), settings, render=Renderer(), out=tmp_path / "serial")
+    settings["BUILD_WORKERS"] = 2
+    renderer = PidRecorder(tmp_path / "pids.txt")
+    report = publish_site(
+        Site(pages), settings, render=renderer, out=tmp_path / "parallel", parallel_min_pages=1
+    )
+    pids = (tmp_path / "pids.txt").read_text().split()
+    assert report.rendered == len(pages) == len(pids)
+    assert str(os.getpid()) not in pids
+    assert len(set(pids)) >= len(pages) // 16  # a new process per chunk of 16 pages
+    assert renderer.prepared == 1  # templates compiled once, in the parent, before forking
+    assert site_files(tmp_path / "serial") == site_files(tmp_path / "parallel")
+
+
 def test_progress_reports_rendered_pages(build: Build) -> None:
     calls: list[tuple[int, int]] = []
     build(Site(catalog(3)), progress=lambda done, total: calls.append((done, total)))

@@ -298,6 +298,8 @@ class _Build:
             planned = {page.path for page in pages} | {a[0] for a in self.plan.assets}
             planned |= {path for path in self.staging.files if _is_rule_file(path)}
             self.staging.open(planned)
+        # Pages that show the same products render one after another (PagePlan.render_rank).
+        stale.sort(key=lambda index: getattr(pages[index], "render_rank", 0))
         job = RenderJob(pages, self.plan.page_files, live_sha, self.live_root,
                         self.staging.root, render)  # fmt: skip
         workers = worker_count(self.settings)
@@ -624,7 +626,7 @@ def build_site(
             reused.phases = {"inputs": reused.seconds}
             return reused
 
-    from engine.pages import make_environment, plan_changes, plan_site, render_page
+    from engine.pages import PageRenderer, make_environment, plan_changes, plan_site
 
     folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
     content = load_content_cached(content_dir, content_digest, fingerprint, folder.generations)
@@ -648,10 +650,7 @@ def build_site(
     }
     del rows
     planned = time.perf_counter()
-    environment = make_environment(settings, base_url=base)
-
-    def render(plan: Any) -> bytes:
-        return render_page(environment, plan)
+    render = PageRenderer(make_environment(settings, base_url=base))
 
     def publish(site: Any) -> BuildReport:
         return publish_site(

@@ -22,6 +22,13 @@ from engine.publish.generations import write_file
 #: Below this many stale pages, forking workers costs more than it saves.
 PARALLEL_MIN_PAGES = 400
 
+#: A render worker is replaced by a fresh fork after about this many pages. Every object a
+#: worker reads gets its reference count written, which copies the memory page it is on
+#: (copy-on-write): a worker that rendered half of a 100,000-product site would hold its
+#: own copy of most of the plan. A fresh worker shares the parent's memory again, so each
+#: copies only what a few thousand pages (rendered in ``render_rank`` order) show.
+PAGES_PER_WORKER = 2048
+
 #: (page index, sha256 of its bytes, written, the page's key)
 Result = tuple[int, str, bool, str]
 
@@ -62,6 +69,8 @@ def render_indices(job: RenderJob, indices: Sequence[int]) -> tuple[list[Result]
     for index in indices:
         page = job.pages[index]
         try:
+            # The whole context, made once for both the bytes and the key, then dropped.
+            page = page.materialized() if getattr(page, "fill", None) else page
             data = job.render(page)
             if not isinstance(data, bytes):
                 raise TypeError(f"render returned {type(data).__name__}, not bytes")
@@ -147,10 +156,15 @@ def render_all(
         return results
     size = max(16, min(256, total // (workers * 8)))
     chunks = [stale[start : start + size] for start in range(0, total, size)]
+    prepare = getattr(job.render, "prepare", None)
+    if prepare is not None:
+        prepare()  # what every worker would otherwise do for itself
     _JOB = job
     try:
         context = multiprocessing.get_context("fork")
-        with context.Pool(workers, initializer=_worker_start) as pool:
+        with context.Pool(
+            workers, initializer=_worker_start, maxtasksperchild=max(1, PAGES_PER_WORKER // size)
+        ) as pool:
             for done, error in pool.imap_unordered(_worker_chunk, chunks):
                 results += done
                 if error:
