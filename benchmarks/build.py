@@ -5,7 +5,8 @@
 
 Each store is generated once (benchmarks/synthetic.py, loaded straight into SQLite), then
 ``engine build`` runs as a separate process per measurement, so the times include Python
-start-up and imports, as a user sees them. One-SKU changes are reported twice: the first two
+start-up and imports, as a user sees them. Before each measurement the disk's pending
+write-back is flushed (``sync``, not timed). One-SKU changes are reported twice: the first two
 after a from-scratch build (each stages a new generation folder tree) and the steady state
 after them (each recycles the oldest generation). Memory is the peak resident set of the largest
 process (from ``wait4``) and the peak proportional set size summed over the build and its
@@ -84,7 +85,12 @@ SAMPLE_SECONDS = 0.1
 
 def measure(command: list[str], env: dict[str, str], cwd: Path, memory: bool = True) -> Run:
     """Run a command to completion; return its time, CPU, build report and (``memory``) its
-    peak PSS, sampled while it runs."""
+    peak PSS, sampled while it runs.
+
+    The disk's write-back of earlier runs' files is flushed first (``sync``, not timed): a
+    build right after another one's 10,000 new files would otherwise time that write-back.
+    """
+    os.sync()
     load = os.getloadavg()[0]
     started = time.perf_counter()
     process = subprocess.Popen(
