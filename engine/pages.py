@@ -123,7 +123,7 @@ class PagePlan:
     indexable: bool = True
     key_base: str = ""
     fill: ContextFill | None = field(default=None, compare=False, repr=False)
-    #: Where the page comes when pages are rendered (``Site.render_order``).
+    #: Where the page comes when pages are rendered (``_Planner.render_order``).
     render_rank: int = field(default=0, compare=False)
 
     @property

@@ -41,7 +41,6 @@ from engine.publish import (
     safe_join,
     sitemap_files,
 )
-from engine.publish.generations import OutputFolder, Prelink
 from engine.settings import bundled_path
 
 BASE = "https://shop.test"
@@ -413,93 +412,6 @@ def test_render_workers_are_replaced_by_fresh_forks_and_write_the_same_site(
     assert len(set(pids)) >= len(pages) // 16  # a new process per chunk of 16 pages
     assert renderer.prepared == 1  # templates compiled once, in the parent, before forking
     assert site_files(tmp_path / "serial") == site_files(tmp_path / "parallel")
-
-
-def prelink_for(settings: dict[str, Any]) -> Prelink | None:
-    """Start linking a copy of the live site, as ``build_site`` does before it plans."""
-    folder = OutputFolder(Path(settings["OUTPUT_DIR"]))
-    return Prelink.start(folder, folder.live(), int(settings["BUILD_GENERATIONS_KEPT"]))
-
-
-def count_links(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Count the files a build's staging step hard-links itself."""
-    import engine.publish as publish_module
-
-    linked: list[str] = []
-    original = publish_module.link_file
-
-    def link_file(source: str, destination: str) -> None:
-        linked.append(destination)
-        original(source, destination)
-
-    monkeypatch.setattr(publish_module, "link_file", link_file)
-    return linked
-
-
-def test_a_new_generation_starts_from_a_copy_linked_while_planning(
-    build: Build, settings: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out = tmp_path / "site"
-    pages = catalog(30)
-    build(Site(pages))
-    first = out.resolve()
-    pages[3] = page("/products/p2/", "Product 2", "new stock")
-    prelink = prelink_for(settings)
-    assert prelink is not None  # no old generation to recycle yet: a whole tree is needed
-    linked = count_links(monkeypatch)
-    report = build(Site(pages), prelink=prelink)
-    assert report.written == 1  # the changed page (its lastmod is already today)
-    assert linked == []  # every unchanged file came with the copy
-    live = out.resolve()
-    assert live != first
-    # Unchanged files are the old generation's files (hard links), changed ones are new.
-    assert (live / "products/p5/index.html").stat().st_ino == (
-        first / "products/p5/index.html"
-    ).stat().st_ino
-    assert (live / "products/p2/index.html").stat().st_ino != (
-        first / "products/p2/index.html"
-    ).stat().st_ino
-    assert b"new stock" in (live / "products/p2/index.html").read_bytes()
-    assert b"new stock" not in (first / "products/p2/index.html").read_bytes()
-    assert not [p.name for p in generations(out).iterdir() if p.name.startswith(".prelink-")]
-    build(Site(pages), out=tmp_path / "fresh", full=True)
-    assert site_files(out) == site_files(tmp_path / "fresh")
-
-
-def test_a_copy_of_a_site_that_is_no_longer_live_is_dropped(
-    build: Build, settings: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out = tmp_path / "site"
-    pages = catalog(10)
-    build(Site(pages))
-    stale = prelink_for(settings)  # copies generation 1...
-    assert stale is not None
-    pages[2] = page("/products/p1/", "Product 1", "changed by another build")
-    build(Site(pages))  # ...which another build replaces meanwhile
-    pages[4] = page("/products/p3/", "Product 3", "changed again")
-    linked = count_links(monkeypatch)
-    build(Site(pages), prelink=stale)
-    assert len(linked) > 5  # the stale copy was dropped: the build linked the files itself
-    assert b"changed by another build" in (out / "products/p1/index.html").read_bytes()
-    assert b"changed again" in (out / "products/p3/index.html").read_bytes()
-    assert not [p.name for p in generations(out).iterdir() if p.name.startswith(".prelink-")]
-    build(Site(pages), out=tmp_path / "fresh", full=True)
-    assert site_files(out) == site_files(tmp_path / "fresh")
-
-
-def test_a_failed_build_drops_its_copy_and_a_dead_builds_copy_is_removed(
-    build: Build, settings: dict[str, Any], tmp_path: Path
-) -> None:
-    out = tmp_path / "site"
-    pages = catalog(10)
-    build(Site(pages))
-    left_over = generations(out) / ".prelink-999999999-1" / "site"
-    left_over.mkdir(parents=True)
-    prelink = prelink_for(settings)
-    changed = [page(p.path, p.path, "changed", indexable=p.indexable) for p in pages]
-    with pytest.raises(PageRenderError):
-        build(Site(changed), render=Renderer(fail_on=3), prelink=prelink)
-    assert sorted(p.name for p in generations(out).iterdir()) == [".lock", "1"]
 
 
 def test_progress_reports_rendered_pages(build: Build) -> None:

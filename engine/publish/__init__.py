@@ -39,7 +39,6 @@ from engine.publish.errors import (
 from engine.publish.generations import (
     MANIFEST_VERSION,
     OutputFolder,
-    Prelink,
     Staging,
     link_file,
     read_manifest,
@@ -150,7 +149,6 @@ def publish_site(
     inputs: str = "",
     parallel_min_pages: int = PARALLEL_MIN_PAGES,
     record: Mapping[str, Any] | None = None,
-    prelink: Prelink | None = None,
 ) -> BuildReport:
     """Write a planned site as a new generation (only if something changed) and switch to it.
 
@@ -174,15 +172,9 @@ def publish_site(
             site, plan, settings, folder, base, command, started,
             render=render, full=full, today=today, fingerprint=fingerprint, inputs=inputs,
             progress=progress, parallel_min_pages=parallel_min_pages, record=record,
-            prelink=prelink,
         )  # fmt: skip
     finally:
         gc.unfreeze()
-
-
-def generations_kept(settings: Mapping[str, Any]) -> int:
-    """Return how many earlier generations to keep beside the live one."""
-    return int(settings.get("BUILD_GENERATIONS_KEPT", 2))
 
 
 def _publish_locked(
@@ -202,13 +194,12 @@ def _publish_locked(
     progress: Callable[[int, int], None] | None,
     parallel_min_pages: int,
     record: Mapping[str, Any] | None,
-    prelink: Prelink | None = None,
 ) -> BuildReport:
     """Build under the lock, then run PUBLISH_COMMAND if the site changed."""
     with folder.locked():
         live = folder.live()
         folder.remove_partial()
-        staging = Staging(folder, live, generations_kept(settings), prelink)
+        staging = Staging(folder, live, int(settings.get("BUILD_GENERATIONS_KEPT", 2)))
         build = _Build(site, plan, settings, folder, live, staging, base)
         try:
             report = build.run(
@@ -635,42 +626,9 @@ def build_site(
             reused.phases = {"inputs": reused.seconds}
             return reused
 
-    folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
-    # Link a copy of the live site for the new generation while planning, if one is needed.
-    prelink = Prelink.start(folder, folder.live(), generations_kept(settings))
-    try:
-        return _plan_and_publish(
-            session, settings, rows, out=out, full=full, base=base, progress=progress,
-            folder=folder, prelink=prelink, fingerprint=fingerprint, inputs=inputs,
-            shape=shape, content_digest=content_digest, times=(started, digested),
-        )  # fmt: skip
-    finally:
-        if prelink is not None:
-            prelink.discard()  # a no-op once publishing took it
-
-
-def _plan_and_publish(
-    session: Session | Any,
-    settings: Mapping[str, Any],
-    rows: Any,
-    *,
-    out: Path | None,
-    full: bool,
-    base: str,
-    progress: Callable[[int, int], None] | None,
-    folder: OutputFolder,
-    prelink: Prelink | None,
-    fingerprint: str,
-    inputs: str,
-    shape: str,
-    content_digest: str,
-    times: tuple[float, float],
-) -> BuildReport:
-    """Load content, plan (only the changed pages when only stock changed) and publish."""
     from engine.pages import PageRenderer, make_environment, plan_changes, plan_site
 
-    started, digested = times
-    content_dir = Path(str(settings["CONTENT_DIR"]))
+    folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
     content = load_content_cached(content_dir, content_digest, fingerprint, folder.generations)
     loaded = time.perf_counter()
     site = None
@@ -698,7 +656,6 @@ def _plan_and_publish(
         return publish_site(
             site, settings, render=render, out=out, full=full, base_url=base,
             progress=progress, fingerprint=fingerprint, inputs=inputs, record=record,
-            prelink=prelink,
         )  # fmt: skip
 
     try:

@@ -9,12 +9,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import itertools
 import json
 import os
 import re
 import shutil
-import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -84,23 +82,10 @@ class OutputFolder:
         )
 
     def remove_partial(self) -> None:
-        """Delete generations a killed build left half-written (never live).
-
-        A copy of the live site (``Prelink``) goes too once the process that made it is gone;
-        a running build's copy, still being linked outside the lock, stays.
-        """
+        """Delete generations a killed build left half-written (never live)."""
         for entry in os.scandir(self.generations):
-            name = entry.name
-            prelink = name.startswith(Prelink.PREFIX)
-            if name.startswith(".building-") or (prelink and not Prelink.owner_running(name)):
+            if entry.name.startswith(".building-"):
                 shutil.rmtree(entry.path, ignore_errors=True)
-
-    def doomed(self, live: Path | None, keep: int) -> list[int]:
-        """Return the finished generations due for deletion, oldest first."""
-        live_number = int(live.name) if live is not None else None
-        numbers = self.numbers()
-        kept = set(numbers[-keep:]) if keep > 0 else set()
-        return [n for n in numbers if n not in kept and n != live_number]
 
     def switch(self, generation: Path) -> None:
         """Point the output symlink at a generation with one atomic rename."""
@@ -233,88 +218,6 @@ def remove_file(root: str, relative: str) -> None:
         folder = os.path.dirname(folder)
 
 
-class Prelink:
-    """A hard-linked copy of the live generation, made in a thread while a build plans.
-
-    A build that has no old generation to recycle must stage a whole folder tree of hard
-    links, one ``mkdir`` and one ``link`` per page: most of a one-SKU change's time on a
-    10,000-page site. Those system calls let other threads run, so they overlap the
-    planning. The copy is made outside the build lock; ``Staging`` takes it only if the
-    live generation is still the one copied.
-    """
-
-    PREFIX = ".prelink-"
-    _numbers = itertools.count(1)
-
-    @classmethod
-    def name_for(cls, pid: int, number: int | str) -> str:
-        """Return the folder name of a process's copy (numbered: builds may run in threads)."""
-        return f"{cls.PREFIX}{pid}-{number}"
-
-    @classmethod
-    def owner_running(cls, name: str) -> bool:
-        """Return True when the process that named this copy still runs."""
-        pid = name[len(cls.PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit():
-            return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True  # running, as another user
-        return True
-
-    @classmethod
-    def start(cls, folder: OutputFolder, live: Path | None, keep: int) -> Prelink | None:
-        """Start copying the live generation when the next build will need a new tree."""
-        if live is None or folder.doomed(live, keep):
-            return None
-        files = read_manifest(live).get("files") or {}
-        if not files:
-            return None
-        return cls(folder, live, {path: entry.get("sha256", "") for path, entry in files.items()})
-
-    def __init__(self, folder: OutputFolder, live: Path, files: dict[str, str]) -> None:
-        self.live = live
-        #: What the copy holds: URL path -> sha256 (the live manifest's).
-        self.files = files
-        self.path = folder.generations / self.name_for(os.getpid(), next(self._numbers))
-        self.failed = False
-        shutil.rmtree(self.path, ignore_errors=True)
-        self._thread = threading.Thread(target=self._run, name="engine-prelink", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        source_root = str(self.live / "site")
-        root = str(self.path / "site")
-        try:
-            made: set[str] = set()
-            for url_path in self.files:
-                relative = file_for_path(url_path)
-                destination = safe_join(root, relative)
-                parent = os.path.dirname(destination)
-                if parent not in made:
-                    os.makedirs(parent, exist_ok=True)
-                    made.add(parent)
-                _link_or_copy(os.path.join(source_root, relative), destination)
-        except Exception:  # the build links its files itself instead
-            self.failed = True
-
-    def take(self, live: Path | None) -> Path | None:
-        """Wait for the copy; return its folder if it is a copy of ``live``, else drop it."""
-        self._thread.join()
-        if not self.failed and live == self.live and self.path.is_dir():
-            return self.path
-        self.discard()
-        return None
-
-    def discard(self) -> None:
-        """Delete the copy (after waiting for the thread)."""
-        self._thread.join()
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
 class Staging:
     """The generation a build writes, recycled from one due for deletion when there is one.
 
@@ -323,13 +226,12 @@ class Staging:
     the files that differ from it, read from its manifest.
     """
 
-    def __init__(
-        self, folder: OutputFolder, live: Path | None, keep: int, prelink: Prelink | None = None
-    ) -> None:
+    def __init__(self, folder: OutputFolder, live: Path | None, keep: int) -> None:
         self.folder = folder
         numbers = folder.numbers()
         live_number = int(live.name) if live is not None else None
-        doomed = folder.doomed(live, keep)
+        kept = set(numbers[-keep:]) if keep > 0 else set()
+        doomed = [n for n in numbers if n not in kept and n != live_number]
         self.recycle = doomed[-1] if doomed else None
         self.delete_after = [n for n in doomed if n != self.recycle]
         if keep <= 0 and live_number is not None:
@@ -346,14 +248,6 @@ class Staging:
             else:  # no readable manifest, no way to know what it holds: delete it instead
                 self.delete_after.append(self.recycle)
                 self.recycle = None
-        #: A hard-linked copy of the live generation to start from (no recycled one).
-        self.copy: Path | None = None
-        if prelink is not None:
-            self.copy = prelink.take(live) if self.recycle is None else None
-            if self.copy is None:
-                prelink.discard()
-            else:
-                self.files = dict(prelink.files)
         self.opened = False
 
     def open(self, keep_paths: set[str]) -> None:
@@ -362,9 +256,6 @@ class Staging:
             return
         if self.recycle is not None:
             os.rename(self.folder.generations / str(self.recycle), self.path)
-        elif self.copy is not None:
-            os.rename(self.copy, self.path)
-            self.copy = None
         os.makedirs(self.root, exist_ok=True)
         self.opened = True
         self.drop(keep_paths)
@@ -381,9 +272,6 @@ class Staging:
 
     def restore(self) -> None:
         """Give a recycled generation back untouched in content (nothing changed after all)."""
-        if self.copy is not None:
-            shutil.rmtree(self.copy, ignore_errors=True)
-            self.copy = None
         if not self.opened:
             return
         if self.recycle is None:
@@ -400,9 +288,6 @@ class Staging:
 
     def abandon(self) -> None:
         """Delete a half-written generation after a failure (it was never live)."""
-        if self.copy is not None:
-            shutil.rmtree(self.copy, ignore_errors=True)
-            self.copy = None
         if self.opened or self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
 
