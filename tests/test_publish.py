@@ -872,6 +872,31 @@ def test_a_stock_change_rewrites_only_the_pages_that_show_it(demo: Flask, db: Da
     assert all(after[p]["sha256"] == before[p]["sha256"] for p in after if p not in changed)
 
 
+def test_the_first_stock_change_after_a_first_build_reuses_the_parsed_content(
+    demo: Flask, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.content
+
+    build_demo_site(demo, db)  # into an output folder that did not exist
+    parsed: list[Path] = []
+    original = engine.content.load_content
+
+    def load_content(folder: Path) -> Any:
+        parsed.append(folder)
+        return original(folder)
+
+    monkeypatch.setattr(engine.content, "load_content", load_content)
+    with db.session() as session:
+        variant = session.scalars(
+            select(Variant).where(Variant.sellable, Variant.inventory_tracked).order_by(Variant.sku)
+        ).first()
+        assert variant is not None
+        set_stock(session, variant, 0, source="cli")
+    report = build_demo_site(demo, db)
+    assert report.changed and report.partial
+    assert parsed == []  # the first build kept its parsed content for this one
+
+
 def test_stock_changes_plan_only_their_pages_and_equal_a_fresh_build(
     demo: Flask, db: Database, tmp_path: Path
 ) -> None:

@@ -693,14 +693,15 @@ def load_content_cached(content_dir: Path, digest: str, fingerprint: str, cache:
     except Exception:  # unreadable (an interrupted write, another Python): parse again
         pass
     content = load_content(content_dir)
-    if cache.is_dir():
-        temp = cache / f".content-{os.getpid()}.tmp"
-        with open(temp, "wb") as handle:
-            pickle.dump(content, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(temp, path)
-        for old in cache.glob(".content-*.pickle"):
-            if old != path:
-                old.unlink(missing_ok=True)
+    # A first build creates the folder here, so the first stock change after it has the copy.
+    cache.mkdir(parents=True, exist_ok=True)
+    temp = cache / f".content-{os.getpid()}.tmp"
+    with open(temp, "wb") as handle:
+        pickle.dump(content, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(temp, path)
+    for old in cache.glob(".content-*.pickle"):
+        if old != path:
+            old.unlink(missing_ok=True)
     return content
 
 
