@@ -424,14 +424,21 @@ class _Build:
         for url_path, data in self.to_write.items():
             if data is not None:
                 write_file(root, self.relative[url_path], data)
+        folders: set[str] = set()  # known to exist in the staged generation
         for url_path, entry in self.files.items():
             if url_path in self.to_write or staging.holds(url_path, entry["sha256"]):
                 continue
             assert self.live_root is not None  # not written, so it is live already
             relative = self.relative[url_path]
             source = os.path.join(self.live_root, relative)
+            destination = safe_join(root, relative)
+            folder = os.path.dirname(destination)
+            if folder not in folders:
+                # A new generation's tree: one mkdir per page folder, not a failed link first.
+                os.makedirs(folder, exist_ok=True)
+                folders.add(folder)
             try:
-                link_file(source, safe_join(root, relative))
+                link_file(source, destination)
             except FileNotFoundError:
                 if os.path.exists(source):
                     raise
