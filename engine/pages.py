@@ -989,33 +989,9 @@ class _ProductRow(NamedTuple):
 
 def build_catalog(rows: CatalogRows, content: Content, urls: SiteURLs) -> _Catalog:
     """Build the live product views from the catalog rows and the product Markdown."""
-    by_product: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
-    for variant in rows.variants:
-        by_product[variant[0]].append(variant)
-    decode = _Decoder()
-    views: dict[str, ProductView] = {}
-    archived: set[str] = set()
-    handles: set[str] = set()
-    tags: dict[str, tuple[str, ...]] = {}
-    for raw in rows.products:
-        row = _ProductRow._make(raw)
-        handles.add(row.handle)
-        if row.status == "archived":
-            archived.add(row.handle)
-        elif row.status == "active" and row.published:
-            doc = content.products.get(row.handle)
-            views[row.handle] = _catalog_view(row, by_product.get(row.id, []), doc, urls, decode)
-            tags[row.handle] = tuple(str(tag).casefold() for tag in decode.json(row.tags))
-    for handle, doc in content.products.items():
-        if (
-            doc.meta.get("status") == "coming-soon"
-            and handle not in views
-            and handle not in archived
-        ):
-            views[handle] = _coming_soon_view(doc, urls)
-    return _Catalog(
-        views=views, archived=archived, handles=handles, tags=tags, summaries=list(views.values())
-    )
+    lazy = lazy_catalog(rows, content, urls, summarize=False)
+    views = {handle: lazy.views[handle] for handle in lazy.views}
+    return dataclasses.replace(lazy, views=views, summaries=list(views.values()))
 
 
 class _LazyViews(Mapping[str, ProductView]):
@@ -1041,8 +1017,13 @@ class _LazyViews(Mapping[str, ProductView]):
         return len(self._build)
 
 
-def lazy_catalog(rows: CatalogRows, content: Content, urls: SiteURLs) -> _Catalog:
-    """Return the catalog with summaries from the rows and views built only when used."""
+def lazy_catalog(
+    rows: CatalogRows, content: Content, urls: SiteURLs, *, summarize: bool = True
+) -> _Catalog:
+    """Return the catalog with views built only when used (``build_catalog`` builds all).
+
+    With ``summarize``, ``summaries`` come from the rows, without building any view.
+    """
     by_product: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
     for variant in rows.variants:
         by_product[variant[0]].append(variant)
@@ -1062,9 +1043,10 @@ def lazy_catalog(rows: CatalogRows, content: Content, urls: SiteURLs) -> _Catalo
             doc = content.products.get(row.handle)
             build[row.handle] = functools.partial(_catalog_view, row, variants, doc, urls, decode)
             tags[row.handle] = tuple(str(tag).casefold() for tag in decode.json(row.tags))
-            # A product is "in stock" when any variant is sellable (``_catalog_view``).
-            state = "in_stock" if any(v[12] for v in variants) else "back_soon"
-            summaries.append(_Summary(row.handle, row.title, row.product_type or "", state))
+            if summarize:
+                # A product is "in stock" when any variant is sellable (``_catalog_view``).
+                state = "in_stock" if any(v[12] for v in variants) else "back_soon"
+                summaries.append(_Summary(row.handle, row.title, row.product_type or "", state))
     for handle, doc in content.products.items():
         if (
             doc.meta.get("status") == "coming-soon"
@@ -1072,7 +1054,8 @@ def lazy_catalog(rows: CatalogRows, content: Content, urls: SiteURLs) -> _Catalo
             and handle not in archived
         ):
             build[handle] = functools.partial(_coming_soon_view, doc, urls)
-            summaries.append(_Summary(handle, str(doc.meta["title"]), "", "coming_soon"))
+            if summarize:
+                summaries.append(_Summary(handle, str(doc.meta["title"]), "", "coming_soon"))
     return _Catalog(
         views=_LazyViews(build), archived=archived, handles=handles, tags=tags,
         summaries=summaries,
