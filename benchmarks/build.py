@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import synthetic
+from machine import cpu_model
 
 SITE_URL = "https://bench.example.com"
 _REPORT = re.compile(r"written (\d+), unchanged (\d+), removed (\d+) in ([\d.]+) s")
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row(label, products, median_run(changes[2:]), repeat))
         print(rows[-1], flush=True)
     print()
-    print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; Python {sys.version.split()[0]}")
+    print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}; Python {sys.version.split()[0]}")
     print()
     print(
         "| scenario | products | files written | wall s | build s | CPU s | "
@@ -258,18 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.work:
         shutil.rmtree(work_root, ignore_errors=True)
     return 0
-
-
-def _cpu_model() -> str:
-    """Return the CPU model name from lscpu (or /proc/cpuinfo)."""
-    try:
-        output = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in output.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -50,6 +50,10 @@ from engine.models import PageView, Product, SearchDataset, SearchRow, Signup, V
 from engine.pageviews import rollup
 from engine.settings import DEFAULTS
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import cpu_model
+
 CHANNELS = [("organic", "google"), ("organic", "bing"), ("social", "pinterest"),
             ("email", "newsletter"), ("referral", "blog.example"), ("direct", ""),
             ("paid", "google")]  # fmt: skip
@@ -59,18 +63,6 @@ VISITORS_PER_DAY = 50_000
 VIEW_COLUMNS = ("day", "ts", "path", "channel", "source", "medium", "campaign", "engine_token",
                 "visitor", "entry")  # fmt: skip
 INDEX = "ix_page_view_day_path_source"
-
-
-def cpu_model() -> str:
-    """Return the CPU model name (Linux), else the platform's processor string."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_average() -> str:

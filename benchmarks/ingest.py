@@ -27,6 +27,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import cpu_model
+
 LUA = r"""
 local pages = {}
 for i = 1, 500 do pages[i] = "/products/item-" .. i .. "/" end
@@ -105,13 +109,7 @@ def _wait_for(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0
 
 
 def _machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    model = fields.get("Model name", "?").strip()
-    return f"{model}, {fields.get('CPU(s)', '?').strip()} CPUs"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs"
 
 
 def _cpu_seconds(pid: int) -> float:
