@@ -7,8 +7,9 @@ Each store is generated once (benchmarks/synthetic.py, loaded straight into SQLi
 ``engine build`` runs as a separate process per measurement, so the times include Python
 start-up and imports, as a user sees them. Before each measurement the disk's pending
 write-back is flushed (``sync``, not timed). One-SKU changes are reported twice: the first two
-after a from-scratch build (each stages a new generation folder tree) and the steady state
-after them (each recycles the oldest generation). Memory is the peak resident set of the largest
+after a from-scratch build (each stages a new generation folder tree, copied by a child
+process while the build plans) and the steady state after them (each recycles the oldest
+generation). Memory is the peak resident set of the largest
 process (from ``wait4``) and the peak proportional set size summed over the build and its
 render workers (sampled every 100 ms; PSS counts pages shared after ``fork`` once). Full
 builds are timed in runs nobody samples; their memory comes from one more, sampled, run.
@@ -154,7 +155,8 @@ def clean_output(work: Path) -> None:
     Moved, not deleted: right after ``rm -rf`` of a 10,000-page tree, this disk (ext4,
     mounted with ``discard``) creates files in its place at a third of its usual speed for a
     while, which would time the cleanup rather than the build. ``empty_trash`` deletes the
-    moved trees once the timing is done.
+    moved trees once every measurement is done (deleting them before the rebuilds would
+    slow the folders those create in the same way).
     """
     trash = work / "trash"
     trash.mkdir(exist_ok=True)
@@ -223,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         rows.append(row("full build", products, full, repeat))
         print(rows[-1], flush=True)
-        empty_trash(work)
         if products > 20_000:
+            empty_trash(work)
             continue
         same = median_run([measure(command, env, work) for _ in range(repeat)])
         rows.append(row("no-change rebuild", products, same, repeat))
@@ -247,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         label = f"one-SKU stock change ({sku}), recycled generation"
         rows.append(row(label, products, median_run(changes[2:]), repeat))
         print(rows[-1], flush=True)
+        empty_trash(work)
     print()
     print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}; Python {sys.version.split()[0]}")
     print()

@@ -17,13 +17,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nh3
-import yaml
-from markdown_it import MarkdownIt
-from mdit_py_plugins.footnote import footnote_plugin
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from yaml.nodes import Node, ScalarNode
+
+# The Markdown and YAML parsers are imported by the functions that parse: a build whose
+# content is unchanged takes the parsed content from its cache and never needs them.
 
 #: Formatting a store's copy may use; everything else is unwrapped (its text kept).
 ALLOWED_TAGS: frozenset[str] = frozenset(
@@ -113,6 +116,9 @@ def sanitize_html(html: str) -> str:
 @functools.cache
 def _markdown() -> MarkdownIt:
     """Return the one shared Markdown parser (CommonMark, tables, strikethrough, footnotes)."""
+    from markdown_it import MarkdownIt
+    from mdit_py_plugins.footnote import footnote_plugin
+
     return MarkdownIt("commonmark").enable(["table", "strikethrough"]).use(footnote_plugin)
 
 
@@ -267,6 +273,8 @@ class _File:
 
     def value(self, node: Node, path: str, depth: int = 0) -> Any:
         """Turn a YAML node into plain values, noting each path's line."""
+        from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
         if isinstance(node, ScalarNode):
             return self.scalar(node, path)
         if depth >= _MAX_DEPTH:
@@ -307,6 +315,8 @@ class _File:
                 return Decimal(node.value.replace("_", ""))
             except InvalidOperation:
                 return _Invalid if path == "price" else node.value
+        import yaml
+
         try:
             return yaml.SafeLoader("").construct_object(node)
         except (yaml.YAMLError, ValueError):
@@ -330,8 +340,11 @@ def _split_front_matter(text: str, file: _File) -> tuple[str | None, str]:
 
 def _parse_front_matter(yaml_text: str, file: _File) -> dict[str, Any] | None:
     """Parse front matter YAML into a mapping, or record why it cannot be read."""
+    import yaml
+    from yaml.nodes import MappingNode
+
     try:
-        root = yaml.compose(yaml_text, Loader=_YAML_LOADER)
+        root = yaml.compose(yaml_text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = file.offset + (mark.line + 1 if mark is not None else 1)
@@ -359,8 +372,6 @@ def _parse_front_matter(yaml_text: str, file: _File) -> dict[str, Any] | None:
     assert isinstance(values, dict)
     return values
 
-
-_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # --- field checks ------------------------------------------------------------------------

@@ -412,10 +412,27 @@ def _hash(text: str) -> str:
 # --------------------------------------------------------------------------- environment
 
 
+def _bytecode_cache(folder: Path) -> jinja2.BytecodeCache | None:
+    """Return a compiled-template cache in ``folder`` (None when it cannot be made)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(folder))
+
+
 def make_environment(
-    settings: Mapping[str, Any], base_url: str | None = None
+    settings: Mapping[str, Any],
+    base_url: str | None = None,
+    *,
+    bytecode_dir: Path | None = None,
 ) -> jinja2.Environment:
-    """Return the one Jinja2 environment pages (and email) render with."""
+    """Return the one Jinja2 environment pages (and email) render with.
+
+    ``bytecode_dir`` keeps compiled templates between processes (``engine build`` keeps
+    them beside the generations): a rebuild then loads them instead of compiling each one
+    again. A cached template is used only while its source is byte-for-byte the same.
+    """
     info = site_info(settings, base_url)
     loader = jinja2.ChoiceLoader(
         [jinja2.FileSystemLoader(str(folder)) for folder in template_dirs(settings)]
@@ -434,6 +451,7 @@ def make_environment(
         # Templates are fixed for an environment's life: fragments rendered once stay valid,
         # and no stat() per page. The preview makes a new environment when a file changes.
         auto_reload=False,
+        bytecode_cache=_bytecode_cache(bytecode_dir) if bytecode_dir is not None else None,
     )
     urls = site_urls(info)
     fragments: dict[tuple[str, str], Markup] = {}
@@ -1266,6 +1284,7 @@ class _Planner:
         self.ordered = sorted(catalog.summaries, key=_sort_key)
         self.rank = {view.handle: index for index, view in enumerate(self.ordered)}
         self._rings: dict[tuple[str, str], tuple[list[str], dict[str, int]]] = {}
+        self._by_type: dict[str, list[str]] | None = None
         self.page_size = info.category_page_size
         self.related_count = info.related_products
         self.highlights = info.home_highlights
@@ -1345,16 +1364,55 @@ class _Planner:
         chosen = [h for h in dict.fromkeys(chosen) if h != view.handle]
         return chosen[: self.related_count]
 
+    def related_candidates(self, changed: set[str]) -> set[str]:
+        """Return the products whose related block may show one of ``changed`` (a superset).
+
+        A related block is the front matter's list, else the next products of the
+        product's ring: so only products with their own list and the few ring places
+        before each changed product can show it, not every product of the catalog.
+        """
+        if self.related_count == 0 or not changed:
+            return set()
+        candidates: set[str] = set()
+        groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for view in self.ordered:
+            doc = self.content.products.get(view.handle)
+            if doc is not None and doc.meta.get("related"):
+                candidates.add(view.handle)
+            groups[self._ring_key(view)].append(view.handle)
+        for handles in groups.values():
+            ring, positions = self._ring(self.views[handles[0]])
+            members = set(handles)
+            # A product outside its own ring shows the ring's first products.
+            candidates.update(h for h in handles if h not in positions)
+            for handle in changed:
+                at = positions.get(handle)
+                if at is None:
+                    continue
+                for step in range(1, min(self.related_count, len(ring)) + 1):
+                    before = ring[(at - step) % len(ring)]
+                    if before in members:
+                        candidates.add(before)
+        return candidates
+
+    def _ring_key(self, view: Any) -> tuple[str, str]:
+        slug = self.primary.get(view.handle)
+        return ("category", slug) if slug else ("type", view.product_type.casefold())
+
     def _ring(self, view: Any) -> tuple[list[str], dict[str, int]]:
         """Return the product's neighbours list (its category, else its type) and positions."""
-        slug = self.primary.get(view.handle)
-        key = ("category", slug) if slug else ("type", view.product_type.casefold())
+        key = self._ring_key(view)
+        slug = key[1] if key[0] == "category" else None
         ring = self._rings.get(key)
         if ring is None:
             if slug:
                 handles = self.members[slug]
             elif key[1]:
-                handles = [v.handle for v in self.ordered if v.product_type.casefold() == key[1]]
+                if self._by_type is None:
+                    self._by_type = defaultdict(list)
+                    for other in self.ordered:
+                        self._by_type[other.product_type.casefold()].append(other.handle)
+                handles = self._by_type.get(key[1], [])
             else:
                 handles = []
             ring = self._rings[key] = (handles, {h: i for i, h in enumerate(handles)})
@@ -1452,9 +1510,9 @@ class _Planner:
 
         drafts = [self.home()]
         products = set(changed)
-        for view in self.ordered:
-            if changed.intersection(self.related_handles(view)):
-                products.add(view.handle)
+        for handle in self.related_candidates(changed):
+            if changed.intersection(self.related_handles(self.views[handle])):
+                products.add(handle)
         for handle in sorted(products):
             links = []
             for slug in compared.get(handle, []):

@@ -21,8 +21,9 @@ from lxml import etree
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+import engine.publish.generations
 from engine.catalog import set_stock
-from engine.content import load_content
+from engine.content import ContentErrors, load_content
 from engine.db import Database
 from engine.demo import seed_demo
 from engine.models import Product, Variant
@@ -41,6 +42,7 @@ from engine.publish import (
     safe_join,
     sitemap_files,
 )
+from engine.publish.generations import Prestage
 from engine.settings import bundled_path
 
 BASE = "https://shop.test"
@@ -925,6 +927,134 @@ def test_stock_changes_plan_only_their_pages_and_equal_a_fresh_build(
         product.title = "Renamed " + product.title
     report = build_demo_site(demo, db)
     assert not report.partial and report.written >= 1
+    assert site_files(out) == site_files(build_demo_site(demo, db, out=tmp_path / "f").output)
+
+
+@pytest.fixture
+def change_stock(db: Database) -> Callable[..., None]:
+    """Return a function that sets one variant's stock: a stock change.
+
+    Always the same variant: a sellable, tracked variant of an active product when the
+    test began.
+    """
+    with db.session() as session:
+        variant_id = session.scalars(
+            select(Variant.id).join(Product).where(
+                Product.status == "active", Variant.sellable, Variant.inventory_tracked
+            ).order_by(Product.handle, Variant.id)
+        ).first()  # fmt: skip
+
+    def change(quantity: int = 0) -> None:
+        with db.session() as session:
+            set_stock(session, session.get_one(Variant, variant_id), quantity, source="cli")
+
+    return change
+
+
+@pytest.fixture
+def prestages(monkeypatch: pytest.MonkeyPatch) -> list[Prestage | None]:
+    """Record what each build's ``Prestage.start`` returned."""
+    started: list[Prestage | None] = []
+    original = Prestage.start.__func__  # type: ignore[attr-defined]
+
+    def start(cls: type[Prestage], *args: Any) -> Prestage | None:
+        started.append(original(cls, *args))
+        return started[-1]
+
+    monkeypatch.setattr(Prestage, "start", classmethod(start))
+    return started
+
+
+def test_the_first_stock_changes_adopt_a_copy_made_while_planning(
+    demo: Flask,
+    db: Database,
+    tmp_path: Path,
+    prestages: list[Prestage | None],
+    change_stock: Callable[..., None],
+) -> None:
+    build_demo_site(demo, db)  # from scratch: nothing to copy, nothing to recycle
+    assert prestages == []
+    out = Path(demo.config["OUTPUT_DIR"])
+    first = snapshot(generations(out) / "1")
+    change_stock()
+    report = build_demo_site(demo, db)
+    assert report.changed and report.written >= 1
+    copy = prestages[-1]
+    assert copy is not None and copy.status == 0  # the child copied the live generation
+    names = sorted(p.name for p in generations(out).iterdir() if not p.name.startswith(".c"))
+    assert names == [".lock", ".templates", "1", "2"]  # adopted: no copy or spare left
+    second = snapshot(generations(out) / "2")
+    # Unchanged files are the live generation's inodes; changed ones are new files.
+    changed = [p for p in second if p.endswith(".html") and second[p][0] != first[p][0]]
+    assert changed and len(changed) == report.written - ("sitemap.xml" in str(changed))
+    assert site_files(out) == site_files(build_demo_site(demo, db, out=tmp_path / "f").output)
+    # From the third change on there is a generation to recycle: nothing is copied.
+    change_stock(5)
+    build_demo_site(demo, db)
+    assert prestages[-1] is not None
+    change_stock(0)
+    build_demo_site(demo, db)
+    assert prestages[-1] is None and os.readlink(out) == ".site.generations/4/site"
+
+
+def test_an_unused_copy_becomes_the_spare_the_next_build_recycles(
+    demo: Flask,
+    db: Database,
+    tmp_path: Path,
+    prestages: list[Prestage | None],
+    change_stock: Callable[..., None],
+) -> None:
+    build_demo_site(demo, db)
+    out = Path(demo.config["OUTPUT_DIR"])
+    content = tmp_path / "content"
+    shutil.copytree(demo.config["CONTENT_DIR"], content)
+    demo.config["CONTENT_DIR"] = str(content)
+    (content / "guides" / "broken.md").write_text("---\ntitle: [unclosed\n---\n")
+    change_stock()
+    with pytest.raises(ContentErrors):
+        build_demo_site(demo, db)  # a content mistake stops the build after the copy began
+    assert prestages[-1] is not None
+    spare = generations(out) / ".spare"
+    assert sorted(manifest(out)["files"]) == sorted(
+        json.loads((spare / "manifest.json").read_text())["files"]
+    )
+    assert os.readlink(out) == ".site.generations/1/site"
+    assert not list(generations(out).glob(".prestage-*"))
+    (content / "guides" / "broken.md").unlink()
+    spare_folders = snapshot(spare)
+    report = build_demo_site(demo, db)
+    assert report.changed and prestages[-1] is None  # the spare was there: no new copy
+    assert not spare.exists()
+    assert snapshot(generations(out) / "2")["site/products"] == spare_folders["site/products"]
+    assert site_files(out) == site_files(build_demo_site(demo, db, out=tmp_path / "f").output)
+
+
+def test_a_failed_copy_falls_back_to_staging_the_tree_itself(
+    demo: Flask,
+    db: Database,
+    tmp_path: Path,
+    prestages: list[Prestage | None],
+    monkeypatch: pytest.MonkeyPatch,
+    change_stock: Callable[..., None],
+) -> None:
+    build_demo_site(demo, db)
+    out = Path(demo.config["OUTPUT_DIR"])
+    # A copy a killed build left behind (its process is gone) is deleted by the next build.
+    leftover = generations(out) / ".prestage-999999999"
+    (leftover / "site").mkdir(parents=True)
+
+    def half_copy(live: Path, destination: Path, manifest: Any) -> None:
+        (destination / "site" / "products").mkdir(parents=True)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine.publish.generations, "copy_generation", half_copy)
+    change_stock()
+    report = build_demo_site(demo, db)
+    copy = prestages[-1]
+    assert copy is not None and copy.status != 0
+    assert report.changed and report.written >= 1
+    assert not leftover.exists() and not (generations(out) / ".spare").exists()
+    assert not list(generations(out).glob(".prestage-*"))
     assert site_files(out) == site_files(build_demo_site(demo, db, out=tmp_path / "f").output)
 
 

@@ -39,6 +39,7 @@ from engine.publish.errors import (
 from engine.publish.generations import (
     MANIFEST_VERSION,
     OutputFolder,
+    Prestage,
     Staging,
     link_file,
     read_manifest,
@@ -149,6 +150,7 @@ def publish_site(
     inputs: str = "",
     parallel_min_pages: int = PARALLEL_MIN_PAGES,
     record: Mapping[str, Any] | None = None,
+    prestage: Prestage | None = None,
 ) -> BuildReport:
     """Write a planned site as a new generation (only if something changed) and switch to it.
 
@@ -172,6 +174,7 @@ def publish_site(
             site, plan, settings, folder, base, command, started,
             render=render, full=full, today=today, fingerprint=fingerprint, inputs=inputs,
             progress=progress, parallel_min_pages=parallel_min_pages, record=record,
+            prestage=prestage,
         )  # fmt: skip
     finally:
         gc.unfreeze()
@@ -194,12 +197,14 @@ def _publish_locked(
     progress: Callable[[int, int], None] | None,
     parallel_min_pages: int,
     record: Mapping[str, Any] | None,
+    prestage: Prestage | None,
 ) -> BuildReport:
     """Build under the lock, then run PUBLISH_COMMAND if the site changed."""
     with folder.locked():
         live = folder.live()
         folder.remove_partial()
-        staging = Staging(folder, live, int(settings.get("BUILD_GENERATIONS_KEPT", 2)))
+        keep = int(settings.get("BUILD_GENERATIONS_KEPT", 2))
+        staging = Staging(folder, live, keep, prestage)
         build = _Build(site, plan, settings, folder, live, staging, base)
         try:
             report = build.run(
@@ -633,9 +638,52 @@ def build_site(
             reused.phases = {"inputs": reused.seconds}
             return reused
 
+    folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
+    live = folder.live()
+    keep = int(settings.get("BUILD_GENERATIONS_KEPT", 2))
+    # The first builds after one from scratch stage a whole folder tree: a child process
+    # copies the live generation while this one plans (see Prestage).
+    prestage = Prestage.start(folder, live, keep) if live is not None else None
+    held = [rows]  # handed over, so planning can drop the rows before rendering
+    del rows
+    try:
+        return _plan_and_publish(
+            session, settings, folder, held, shape, inputs, fingerprint, content_dir,
+            content_digest, base, started, digested,
+            out=out, full=full, progress=progress, prestage=prestage,
+        )  # fmt: skip
+    finally:
+        if prestage is not None:
+            prestage.close()
+
+
+def _plan_and_publish(
+    session: Session | Any,
+    settings: Mapping[str, Any],
+    folder: OutputFolder,
+    held: list[Any],
+    shape: str,
+    inputs: str,
+    fingerprint: str,
+    content_dir: Path,
+    content_digest: str,
+    base: str,
+    started: float,
+    digested: float,
+    *,
+    out: Path | None,
+    full: bool,
+    progress: Callable[[int, int], None] | None,
+    prestage: Prestage | None,
+) -> BuildReport:
+    """Load the content, plan the site (only the stock change's pages when it can) and publish.
+
+    ``held`` holds the catalog rows (``CatalogRows``), emptied here once planned.
+    """
     from engine.pages import PageRenderer, make_environment, plan_changes, plan_site
 
-    folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
+    rows = held.pop()
+
     content = load_content_cached(content_dir, content_digest, fingerprint, folder.generations)
     loaded = time.perf_counter()
     site = None
@@ -657,12 +705,14 @@ def build_site(
     }
     del rows
     planned = time.perf_counter()
-    render = PageRenderer(make_environment(settings, base_url=base))
+    templates = folder.generations / ".templates"
+    render = PageRenderer(make_environment(settings, base_url=base, bytecode_dir=templates))
 
     def publish(site: Any) -> BuildReport:
         return publish_site(
             site, settings, render=render, out=out, full=full, base_url=base,
             progress=progress, fingerprint=fingerprint, inputs=inputs, record=record,
+            prestage=prestage,
         )  # fmt: skip
 
     try:

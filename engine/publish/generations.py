@@ -23,6 +23,10 @@ from engine.publish.paths import file_for_path, safe_join
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 _GENERATION_NAME = re.compile(r"^\d+$")
+#: A finished copy of a generation, not numbered: the next build that needs a folder
+#: tree and has no generation due for deletion recycles it (see ``Staging``).
+SPARE_NAME = ".spare"
+_PRESTAGE_NAME = re.compile(r"^\.prestage-(\d+)$")
 
 
 class OutputFolder:
@@ -82,10 +86,31 @@ class OutputFolder:
         )
 
     def remove_partial(self) -> None:
-        """Delete generations a killed build left half-written (never live)."""
+        """Delete generations a killed build left half-written (never live).
+
+        A ``.prestage-<pid>`` folder belongs to a build that is still planning while its
+        process lives (``Prestage``); it is deleted once that process is gone.
+        """
         for entry in os.scandir(self.generations):
             if entry.name.startswith(".building-"):
                 shutil.rmtree(entry.path, ignore_errors=True)
+            match = _PRESTAGE_NAME.match(entry.name)
+            if match and not _process_alive(int(match.group(1))):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+    def spare(self) -> Path:
+        """Return where the spare generation is kept (it may not exist)."""
+        return self.generations / SPARE_NAME
+
+    def needs_new_tree(self, live: Path | None, keep: int) -> bool:
+        """Return True when a build that changes the site would stage a folder tree anew.
+
+        That is: there is a live generation, none is due for deletion (to recycle) and
+        there is no spare.
+        """
+        if live is None or self.spare().is_dir():
+            return False
+        return _doomed(self.numbers(), int(live.name), keep) == []
 
     def switch(self, generation: Path) -> None:
         """Point the output symlink at a generation with one atomic rename."""
@@ -218,6 +243,121 @@ def remove_file(root: str, relative: str) -> None:
         folder = os.path.dirname(folder)
 
 
+def _process_alive(pid: int) -> bool:
+    """Return True while a process with this id exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _doomed(numbers: list[int], live_number: int | None, keep: int) -> list[int]:
+    """Return the generations beyond BUILD_GENERATIONS_KEPT (never the live one)."""
+    kept = set(numbers[-keep:]) if keep > 0 else set()
+    return [n for n in numbers if n not in kept and n != live_number]
+
+
+class Prestage:
+    """A hard-linked copy of the live generation, made by a child process while the
+    build plans.
+
+    Staging a generation where none can be recycled (the first builds after one from
+    scratch) costs a ``mkdir`` per page folder and a ``link`` per file: slow system calls
+    that need nothing from the plan. A build that is going to plan forks this copy as
+    soon as it knows its inputs changed, and ``Staging`` adopts the finished copy (as
+    the spare) instead of making the tree itself. The copy only reads the live
+    generation and writes its own ``.prestage-<pid>`` folder; everything else happens
+    under the build lock.
+    """
+
+    def __init__(self, folder: OutputFolder, pid: int, path: Path) -> None:
+        self.folder = folder
+        self.pid = pid
+        self.path = path
+        self.status: int | None = None
+
+    @classmethod
+    def start(cls, folder: OutputFolder, live: Path, keep: int) -> Prestage | None:
+        """Fork the copy when a build would otherwise stage a new tree; else None.
+
+        Not in a process with other threads (a web server): forking one is unsafe.
+        """
+        import threading
+
+        if not hasattr(os, "fork") or threading.active_count() > 1:
+            return None
+        if not folder.needs_new_tree(live, keep):
+            return None
+        manifest = read_manifest(live)
+        if not manifest["files"]:
+            return None
+        path = folder.generations / f".prestage-{os.getpid()}"
+        shutil.rmtree(path, ignore_errors=True)  # a pid reused after a killed build
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child process (measured by its exit status)
+            code = 1
+            try:
+                copy_generation(live, path, manifest)
+                code = 0
+            finally:
+                os._exit(code)
+        return cls(folder, pid, path)
+
+    def wait(self) -> bool:
+        """Wait for the copy; return True when it is complete."""
+        if self.status is None:
+            _pid, status = os.waitpid(self.pid, 0)
+            self.status = os.waitstatus_to_exitcode(status)
+        return self.status == 0
+
+    def adopt(self) -> bool:
+        """Make the finished copy the spare (under the build lock); delete a failed one.
+
+        Returns True when a spare now exists.
+        """
+        done = self.wait()
+        if not self.path.exists():
+            return self.folder.spare().is_dir()
+        if done and not self.folder.spare().exists():
+            os.rename(self.path, self.folder.spare())
+            return True
+        shutil.rmtree(self.path, ignore_errors=True)
+        return self.folder.spare().is_dir()
+
+    def close(self) -> None:
+        """After a build that did not adopt it: keep a complete copy as the spare.
+
+        An interrupted copy is left for the next build's ``remove_partial``.
+        """
+        try:
+            done = self.wait()
+        except ChildProcessError:
+            return
+        if done and self.path.exists():
+            with self.folder.locked():
+                self.adopt()
+
+
+def copy_generation(live: Path, destination: Path, manifest: Mapping[str, Any]) -> None:
+    """Hard-link every file of a generation into a new folder, with its manifest."""
+    source_root = os.path.join(live, "site")
+    root = os.path.join(destination, "site")
+    os.makedirs(root)
+    made = {root}
+    for url_path in sorted(manifest["files"]):
+        relative = file_for_path(url_path)
+        target = safe_join(root, relative)
+        parent = os.path.dirname(target)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        _link_or_copy(os.path.join(source_root, relative), target)
+    write_manifest(destination, manifest)
+
+
 class Staging:
     """The generation a build writes, recycled from one due for deletion when there is one.
 
@@ -226,27 +366,44 @@ class Staging:
     the files that differ from it, read from its manifest.
     """
 
-    def __init__(self, folder: OutputFolder, live: Path | None, keep: int) -> None:
+    def __init__(
+        self,
+        folder: OutputFolder,
+        live: Path | None,
+        keep: int,
+        prestage: Prestage | None = None,
+    ) -> None:
         self.folder = folder
+        #: Folders to delete after the switch besides ``delete_after`` (unreadable ones).
+        self.doomed_folders: list[Path] = []
         numbers = folder.numbers()
         live_number = int(live.name) if live is not None else None
-        kept = set(numbers[-keep:]) if keep > 0 else set()
-        doomed = [n for n in numbers if n not in kept and n != live_number]
-        self.recycle = doomed[-1] if doomed else None
-        self.delete_after = [n for n in doomed if n != self.recycle]
+        doomed = _doomed(numbers, live_number, keep)
+        #: The folder to recycle: the newest generation due for deletion, else the spare.
+        self.recycle: Path | None = None
+        if doomed:
+            self.recycle = folder.generations / str(doomed[-1])
+        self.delete_after = [n for n in doomed if n != doomed[-1]] if doomed else []
         if keep <= 0 and live_number is not None:
             self.delete_after.append(live_number)
+        spare = prestage.adopt() if prestage is not None else folder.spare().is_dir()
+        if self.recycle is None and spare:
+            self.recycle = folder.spare()
+        elif spare:
+            # A spare beside a generation to recycle (a concurrent build's copy) would only
+            # keep old files' bytes on disk.
+            self.doomed_folders.append(folder.spare())
         self.number = (numbers[-1] if numbers else 0) + 1
         self.path = folder.generations / f".building-{self.number}-{os.getpid()}"
         self.root = str(self.path / "site")
         #: What the staged folder holds now: URL path -> sha256 of the file there.
         self.files: dict[str, str] = {}
         if self.recycle is not None:
-            files = read_manifest(folder.generations / str(self.recycle))["files"]
+            files = read_manifest(self.recycle)["files"]
             if files:
                 self.files = {path: entry.get("sha256", "") for path, entry in files.items()}
             else:  # no readable manifest, no way to know what it holds: delete it instead
-                self.delete_after.append(self.recycle)
+                self.doomed_folders.append(self.recycle)
                 self.recycle = None
         self.opened = False
 
@@ -255,7 +412,7 @@ class Staging:
         if self.opened:
             return
         if self.recycle is not None:
-            os.rename(self.folder.generations / str(self.recycle), self.path)
+            os.rename(self.recycle, self.path)
         os.makedirs(self.root, exist_ok=True)
         self.opened = True
         self.drop(keep_paths)
@@ -284,7 +441,7 @@ class Staging:
         manifest["files"] = {path: files[path] for path in self.files if path in files}
         if old.exists():
             write_manifest(self.path, manifest)
-        os.rename(self.path, self.folder.generations / str(self.recycle))
+        os.rename(self.path, self.recycle)
 
     def abandon(self) -> None:
         """Delete a half-written generation after a failure (it was never live)."""
@@ -302,3 +459,5 @@ class Staging:
         """Delete generations beyond BUILD_GENERATIONS_KEPT that were not recycled."""
         for number in self.delete_after:
             shutil.rmtree(self.folder.generations / str(number), ignore_errors=True)
+        for path in self.doomed_folders:
+            shutil.rmtree(path, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from urllib.parse import quote
 
@@ -29,9 +30,16 @@ def escape(text: str, entities: dict[str, str]) -> str:
     return text
 
 
+_URL_SAFE = "/:@!$&'()*+,;=-._~%"
+#: A path of these characters only is its own percent-encoding (the common case).
+_ALREADY_QUOTED = re.compile(r"[A-Za-z0-9" + re.escape(_URL_SAFE) + r"]*")
+
+
 def absolute_url(base_url: str, url_path: str) -> str:
     """Return the absolute, percent-encoded URL of a site path."""
-    return base_url + quote(url_path, safe="/:@!$&'()*+,;=-._~%")
+    if _ALREADY_QUOTED.fullmatch(url_path):
+        return base_url + url_path
+    return base_url + quote(url_path, safe=_URL_SAFE)
 
 
 def sitemap_files(
