@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -235,6 +234,8 @@ def instance_secret(instance_path: Path) -> str:
     path = instance_path / "secret_key"
     if path.is_file():
         return path.read_text(encoding="utf-8").strip()
+    import secrets  # only the first start of an instance makes its key
+
     instance_path.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_hex(32)
     # Write a private temp file, then hard-link it into place: the link either wins

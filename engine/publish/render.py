@@ -8,10 +8,8 @@ staged generation; the parent only collects ``(index, sha256, written, key)``.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +54,8 @@ def describe_render_error(url_path: str, exc: BaseException) -> str:
     if isinstance(filename, str) and lineno:
         where = f"{filename}:{lineno}: "
     else:
+        import traceback
+
         for frame in reversed(traceback.extract_tb(exc.__traceback__)):
             if frame.filename.endswith((".j2", ".html", ".jinja", ".xml", ".txt")):
                 where = f"{frame.filename}:{frame.lineno}: "
@@ -139,11 +139,11 @@ def render_all(
     results: list[Result] = []
     if progress:
         progress(0, total)
-    serial = (
-        workers <= 1
-        or total < parallel_min_pages
-        or "fork" not in multiprocessing.get_all_start_methods()
-    )
+    serial = workers <= 1 or total < parallel_min_pages
+    if not serial:
+        import multiprocessing  # only for a build of many pages
+
+        serial = "fork" not in multiprocessing.get_all_start_methods()
     if serial:
         step = 500
         for start in range(0, total, step):
