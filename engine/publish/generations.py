@@ -124,10 +124,11 @@ class OutputFolder:
         os.replace(temp, self.out)
 
 
-#: The last manifest read, by its file's identity: one build reads the live one several
-#: times (unchanged check, planning, publishing). A manifest is only ever replaced by a
-#: rename, so a new one is a new inode.
-_LAST_READ: tuple[tuple[str, int, int, int], dict[str, Any]] | None = None
+#: The manifests read last, by path, with their file's identity: one build reads the live
+#: one several times (unchanged check, planning, publishing), around the one it recycles.
+#: A manifest is only ever replaced by a rename, so a new one is a new inode.
+_LAST_READ: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+_LAST_READ_KEPT = 3
 
 
 def read_manifest(generation: Path | None) -> dict[str, Any]:
@@ -135,7 +136,6 @@ def read_manifest(generation: Path | None) -> dict[str, Any]:
 
     The result may be shared with earlier readers of the same file: change a copy.
     """
-    global _LAST_READ
     empty: dict[str, Any] = {"version": MANIFEST_VERSION, "files": {}}
     if generation is None:
         return empty
@@ -143,22 +143,24 @@ def read_manifest(generation: Path | None) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:
             stat = os.fstat(handle.fileno())
-            identity = (path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            if _LAST_READ is not None and _LAST_READ[0] == identity:
-                return _LAST_READ[1]
+            identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            known = _LAST_READ.get(path)
+            if known is not None and known[0] == identity:
+                return known[1]
             data = json.loads(handle.read())
     except (OSError, ValueError):
         return empty
     if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
         return empty
-    _LAST_READ = (identity, data)
+    if len(_LAST_READ) >= _LAST_READ_KEPT:
+        _LAST_READ.clear()
+    _LAST_READ[path] = (identity, data)
     return data
 
 
 def write_manifest(generation: Path, manifest: Mapping[str, Any]) -> None:
     """Replace a generation's manifest atomically (it sits beside the site, not in it)."""
-    global _LAST_READ
-    _LAST_READ = None
+    _LAST_READ.clear()
     data = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     temp = generation / f".{MANIFEST_NAME}.{os.getpid()}"
     temp.write_bytes(data)

@@ -17,6 +17,7 @@ NETLIFY_REDIRECTS_PATH = "/_redirects"
 NGINX_REDIRECTS_PATH = "/redirects.nginx.conf"
 NOT_FOUND_PATH = "/404.html"
 _XML_QUOTES = {'"': "&quot;", "'": "&apos;"}
+_XML_SPECIAL = re.compile("[&<>\"']")
 
 
 def escape(text: str, entities: dict[str, str]) -> str:
@@ -60,7 +61,9 @@ def sitemap_files(
     lastmods: list[str] = [""]
     size = overhead
     for url_path, lastmod in entries:
-        loc = escape(absolute_url(base_url, url_path), _XML_QUOTES)
+        loc = absolute_url(base_url, url_path)
+        if _XML_SPECIAL.search(loc):
+            loc = escape(loc, _XML_QUOTES)
         item = f"<url><loc>{loc}</loc><lastmod>{lastmod}</lastmod></url>\n"
         item_size = len(item.encode())
         if chunks[-1] and (len(chunks[-1]) >= max_urls or size + item_size > max_bytes):
