@@ -1522,7 +1522,7 @@ class _Planner:
             drafts.append(self.product(self.views[handle], links))
         for slug in sorted(self.content.categories):
             if changed.intersection(self.members[slug]):
-                drafts.extend(self.category(slug))
+                drafts.extend(self.category(slug, showing=changed))
         for slug in self.comparisons:
             if changed.intersection(self.comparisons[slug]):
                 draft = comparison(slug)
@@ -1627,8 +1627,12 @@ class _Planner:
             guides=self.guides_by_product.get(view.handle, []),
         )
 
-    def category(self, slug: str) -> list[_Draft]:
-        """Plan a category's pages (``CATEGORY_PAGE_SIZE`` products each)."""
+    def category(self, slug: str, showing: set[str] | None = None) -> list[_Draft]:
+        """Plan a category's pages (``CATEGORY_PAGE_SIZE`` products each).
+
+        With ``showing``, only the pages that list one of those products (a stock change
+        changes no list, so no other page of the category).
+        """
         doc = self.content.categories[slug]
         title = _title(doc)
         handles = self.members[slug]
@@ -1644,6 +1648,8 @@ class _Planner:
         )
         drafts = []
         for number, chunk in enumerate(chunks, start=1):
+            if showing is not None and showing.isdisjoint(chunk):
+                continue
             path = self.urls.category(slug, number)
             crumbs = [Crumb("Home", "/"), Crumb(title, self.urls.category(slug))]
             page_title, description = title, str(doc.meta.get("description") or "")
