@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gc
 import json
 import os
 import re
@@ -300,6 +301,9 @@ class Prestage:
         shutil.rmtree(path, ignore_errors=True)  # a pid reused after a killed build
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child process (measured by its exit status)
+            # No collections: one would touch every object the build holds, and so copy
+            # every memory page it shares with the parent.
+            gc.disable()
             code = 1
             try:
                 copy_generation(live, path, manifest)
