@@ -931,8 +931,8 @@ def test_stock_changes_plan_only_their_pages_and_equal_a_fresh_build(
 
 
 @pytest.fixture
-def change_stock(db: Database) -> Callable[..., None]:
-    """Return a function that sets one variant's stock: a stock change.
+def change_stock(demo: Flask, db: Database) -> Callable[..., None]:
+    """Return a function that sets one demo variant's stock: a stock change.
 
     Always the same variant: a sellable, tracked variant of an active product when the
     test began.

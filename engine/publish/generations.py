@@ -264,8 +264,7 @@ def _doomed(numbers: list[int], live_number: int | None, keep: int) -> list[int]
 
 
 class Prestage:
-    """A hard-linked copy of the live generation, made by a child process while the
-    build plans.
+    """A copy of the live generation, hard-linked by a child process while the build plans.
 
     Staging a generation where none can be recycled (the first builds after one from
     scratch) costs a ``mkdir`` per page folder and a ``link`` per file: slow system calls
