@@ -41,7 +41,7 @@ from engine.publish.generations import (
     OutputFolder,
     Prestage,
     Staging,
-    link_file,
+    link_into,
     read_manifest,
     write_file,
     write_manifest,
@@ -136,6 +136,11 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def generations_kept(settings: Mapping[str, Any]) -> int:
+    """Return BUILD_GENERATIONS_KEPT: old generations kept besides the live one."""
+    return int(settings.get("BUILD_GENERATIONS_KEPT", 2))
+
+
 def publish_site(
     site: PlannedSite,
     settings: Mapping[str, Any],
@@ -203,8 +208,7 @@ def _publish_locked(
     with folder.locked():
         live = folder.live()
         folder.remove_partial()
-        keep = int(settings.get("BUILD_GENERATIONS_KEPT", 2))
-        staging = Staging(folder, live, keep, prestage)
+        staging = Staging(folder, live, generations_kept(settings), prestage)
         build = _Build(site, plan, settings, folder, live, staging, base)
         try:
             report = build.run(
@@ -436,14 +440,8 @@ class _Build:
             assert self.live_root is not None  # not written, so it is live already
             relative = self.relative[url_path]
             source = os.path.join(self.live_root, relative)
-            destination = safe_join(root, relative)
-            folder = os.path.dirname(destination)
-            if folder not in folders:
-                # A new generation's tree: one mkdir per page folder, not a failed link first.
-                os.makedirs(folder, exist_ok=True)
-                folders.add(folder)
             try:
-                link_file(source, destination)
+                link_into(source, root, relative, folders)
             except FileNotFoundError:
                 if os.path.exists(source):
                     raise
@@ -618,7 +616,8 @@ def build_site(
 
     started = time.perf_counter()
     base = check_base_url(base_url or str(settings["SITE_URL"]))
-    OutputFolder(Path(out or settings["OUTPUT_DIR"])).live()
+    folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
+    folder.live()  # refuse a foreign output folder before reading anything
     content_dir = Path(str(settings["CONTENT_DIR"]))
     fingerprint = code_fingerprint()
     rows = read_catalog(session)
@@ -638,12 +637,9 @@ def build_site(
             reused.phases = {"inputs": reused.seconds}
             return reused
 
-    folder = OutputFolder(Path(out or settings["OUTPUT_DIR"]))
-    live = folder.live()
-    keep = int(settings.get("BUILD_GENERATIONS_KEPT", 2))
     # The first builds after one from scratch stage a whole folder tree: a child process
     # copies the live generation while this one plans (see Prestage).
-    prestage = Prestage.start(folder, live, keep) if live is not None else None
+    prestage = Prestage.start(folder, folder.live(), generations_kept(settings))
     held = [rows]  # handed over, so planning can drop the rows before rendering
     del rows
     try:

@@ -103,13 +103,10 @@ class OutputFolder:
         """Return where the spare generation is kept (it may not exist)."""
         return self.generations / SPARE_NAME
 
-    def needs_new_tree(self, live: Path | None, keep: int) -> bool:
-        """Return True when a build that changes the site would stage a folder tree anew.
-
-        That is: there is a live generation, none is due for deletion (to recycle) and
-        there is no spare.
-        """
-        if live is None or self.spare().is_dir():
+    def needs_new_tree(self, live: Path, keep: int) -> bool:
+        """Return True when a build that changes the site would stage a folder tree anew:
+        no generation is due for deletion (to recycle) and there is no spare."""
+        if self.spare().is_dir():
             return False
         return _doomed(self.numbers(), int(live.name), keep) == []
 
@@ -206,10 +203,22 @@ def _write_all(fd: int, data: bytes) -> None:
         os.close(fd)
 
 
+def link_into(source: str, root: str, relative: str, folders: set[str]) -> None:
+    """Hard-link ``source`` to ``relative`` under ``root``; ``folders`` holds the folders
+    known to exist there, so a new tree costs one ``mkdir`` per folder, not a failed link
+    first."""
+    destination = safe_join(root, relative)
+    folder = os.path.dirname(destination)
+    if folder not in folders:
+        os.makedirs(folder, exist_ok=True)
+        folders.add(folder)
+    link_file(source, destination)
+
+
 def link_file(source: str, destination: str) -> None:
     """Hard-link an unchanged file into a generation (a copy where links are refused)."""
     try:
-        os.link(source, destination)
+        _link_or_copy(source, destination)
         return
     except FileNotFoundError:
         os.makedirs(os.path.dirname(destination), exist_ok=True)
@@ -282,7 +291,7 @@ class Prestage:
         self.status: int | None = None
 
     @classmethod
-    def start(cls, folder: OutputFolder, live: Path, keep: int) -> Prestage | None:
+    def start(cls, folder: OutputFolder, live: Path | None, keep: int) -> Prestage | None:
         """Fork the copy when a build would otherwise stage a new tree; else None.
 
         Not in a process with other threads (a web server): forking one is unsafe.
@@ -291,7 +300,7 @@ class Prestage:
 
         if not hasattr(os, "fork") or threading.active_count() > 1:
             return None
-        if not folder.needs_new_tree(live, keep):
+        if live is None or not folder.needs_new_tree(live, keep):
             return None
         manifest = read_manifest(live)
         if not manifest["files"]:
@@ -351,15 +360,10 @@ def copy_generation(live: Path, destination: Path, manifest: Mapping[str, Any]) 
     source_root = os.path.join(live, "site")
     root = os.path.join(destination, "site")
     os.makedirs(root)
-    made = {root}
+    folders = {root}
     for url_path in sorted(manifest["files"]):
         relative = file_for_path(url_path)
-        target = safe_join(root, relative)
-        parent = os.path.dirname(target)
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        _link_or_copy(os.path.join(source_root, relative), target)
+        link_into(os.path.join(source_root, relative), root, relative, folders)
     write_manifest(destination, manifest)
 
 
